@@ -1,0 +1,368 @@
+"""Saving and loading programs as versioned, human-readable JSON. No pickle: loading never runs code.
+
+A saved program holds, per predictor (by dotted name): its signature (fields, types, instruction), its
+demos, its LM settings without secrets and its decoding; plus the optimizer's record and any extra state
+of modules (e.g. a KNN index's examples). `load` checks the file against the program's shape and names
+the predictor and field that differ; every malformed value is reported with its JSON path
+(``$.predictors[0].demos[3]``). Older `schema_version`s are migrated dict-to-dict before structuring.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from honing._version import __version__
+from honing.errors import LoadError
+from honing.optimizers.record import OptimizerRecord
+from honing.signatures import Field, type_to_str
+
+SCHEMA_VERSION = 1
+#: JSON nested deeper than this is refused before parsing (a hostile file must not exhaust the stack).
+MAX_DEPTH = 200
+
+
+@attrs.frozen
+class FieldState:
+    name: str
+    role: str
+    type: str
+    desc: str = ""
+    prefix: str = ""
+
+
+@attrs.frozen
+class SignatureState:
+    name: str
+    instructions: str
+    fields: tuple[FieldState, ...]
+
+
+@attrs.frozen
+class PredictorState:
+    name: str
+    signature: SignatureState
+    demos: tuple[dict[str, Any], ...] = ()
+    lm: dict[str, Any] | None = None
+    decoding: str = "auto"
+    adapter: str | None = None
+
+
+@attrs.frozen
+class ProgramDocument:
+    schema_version: int
+    honing_version: str
+    program: str
+    predictors: tuple[PredictorState, ...]
+    extra_state: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    optimizer: OptimizerRecord | None = None
+
+
+def make_converter(pm: Any = None) -> cattrs.Converter:
+    """The one converter for honing's documents, extended by plugins' `register_converter_hooks`."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    _register_strict_scalars(converter)
+    if pm is None:
+        from honing.plugins.manager import get_plugin_manager
+
+        pm = get_plugin_manager()
+    pm.hook.register_converter_hooks(converter=converter)
+    return converter
+
+
+def _register_strict_scalars(converter: cattrs.Converter) -> None:
+    """cattrs would turn "3" into 3 or 1 into True; a saved file with the wrong type is an error instead."""
+
+    def exact(kind: type) -> Callable[[Any, Any], Any]:
+        def structure(value: Any, _: Any) -> Any:
+            if type(value) is not kind and not (kind is float and type(value) is int):
+                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+            return float(value) if kind is float else value
+        return structure
+
+    for kind in (str, int, float, bool):
+        converter.register_structure_hook(kind, exact(kind))
+
+
+# ----------------------------------------------------------------------------------------------------
+# save
+
+def program_document(program: Any) -> ProgramDocument:
+    predictors = []
+    for name, predictor in program.named_predictors():
+        sig = predictor.signature
+        fields = tuple(FieldState(f.name, f.role, type_to_str(f.annotation), f.desc, f.prefix) for f in sig.fields)
+        lm_state = predictor.lm.to_state() if predictor.lm is not None and hasattr(predictor.lm, "to_state") else None
+        adapter = predictor.adapter if isinstance(predictor.adapter, str) else getattr(predictor.adapter, "name", None)
+        predictors.append(PredictorState(
+            name=name,
+            signature=SignatureState(sig.__name__, sig.instructions, fields),
+            demos=tuple(_json_safe(dict(d)) for d in predictor.demos),
+            lm=lm_state,
+            decoding=predictor.decoding,
+            adapter=adapter,
+        ))
+    extra = {path: module.extra_state() for path, module in program.named_submodules() if module.extra_state()}
+    return ProgramDocument(SCHEMA_VERSION, __version__, type(program).__name__, tuple(predictors), extra,
+                           program.compile_record)
+
+
+def dumps_program(program: Any) -> str:
+    converter = make_converter()
+    raw = converter.unstructure(program_document(program))
+    return json.dumps(raw, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def save_program(program: Any, path: str | os.PathLike[str]) -> None:
+    """Write atomically (a temp file renamed over the target), so a crash never leaves half a file."""
+    text = dumps_program(program)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    """Demo values as JSON values (enums by value, tuples as lists, anything else as text)."""
+    import enum
+
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _json_safe(value.value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# load
+
+def _migrate_0_to_1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Pre-release files kept predictors in an object keyed by name."""
+    out = dict(raw)
+    preds = out.get("predictors")
+    if isinstance(preds, dict):
+        out["predictors"] = [{"name": name, **state} for name, state in preds.items()]
+    out["schema_version"] = 1
+    return out
+
+
+#: schema_version → function upgrading a raw document by one version.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_0_to_1}
+
+
+def read_document(path: str | os.PathLike[str], converter: cattrs.Converter | None = None) -> ProgramDocument:
+    """Parse, migrate and structure a saved file; every problem is a LoadError with file and JSON path."""
+    file = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise LoadError("no such file", file=file) from None
+    except OSError as exc:
+        raise LoadError(f"cannot read: {exc.strerror}", file=file) from None
+    return parse_document(data, file=file, converter=converter)
+
+
+def parse_document(data: bytes | str, *, file: str | None = None,
+                   converter: cattrs.Converter | None = None) -> ProgramDocument:
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:
+        raise LoadError(f"not UTF-8 text (byte {exc.start})", file=file) from None
+    if _nesting_depth(text) > MAX_DEPTH:
+        raise LoadError(f"JSON nested deeper than {MAX_DEPTH} levels", file=file, path="$")
+    try:
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        hint = " (the file looks truncated)" if exc.pos >= len(text.rstrip()) - 1 else ""
+        raise LoadError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}", file=file) from None
+    except (ValueError, RecursionError) as exc:
+        raise LoadError(f"not valid JSON: {exc}", file=file) from None
+    if not isinstance(raw, dict):
+        raise LoadError(f"expected a JSON object at the top, got {_json_type(raw)}", file=file, path="$")
+    version = raw.get("schema_version")
+    if type(version) is not int:
+        raise LoadError("missing or non-integer schema_version: not a honing program file", file=file,
+                        path="$.schema_version")
+    if version > SCHEMA_VERSION:
+        raise LoadError(f"saved with schema_version {version}, newer than this honing reads ({SCHEMA_VERSION}); "
+                        "upgrade honing", file=file, path="$.schema_version")
+    if version < 0 or (version < SCHEMA_VERSION and version not in MIGRATIONS):
+        raise LoadError(f"unknown schema_version {version}", file=file, path="$.schema_version")
+    while raw["schema_version"] < SCHEMA_VERSION:
+        raw = MIGRATIONS[raw["schema_version"]](raw)
+    converter = converter or make_converter()
+    try:
+        return converter.structure(raw, ProgramDocument)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        message, path = _first_error(exc)
+        raise LoadError(message, file=file, path=path) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _nesting_depth(text: str) -> int:
+    """Maximum bracket depth outside strings (cheap, linear; run before json.loads)."""
+    depth = best = 0
+    in_string = escape = False
+    for ch in text:
+        if in_string:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth -= 1
+    return best
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+_PATH = re.compile(r"^(?P<msg>.*?) @ (?P<path>\$.*)$")
+
+
+def _first_error(exc: BaseException) -> tuple[str, str | None]:
+    if isinstance(exc, cattrs.BaseValidationError):
+        messages = cattrs.transform_error(exc, path="$")
+        if messages:
+            m = _PATH.match(messages[0])
+            if m:
+                more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+                return m.group("msg") + more, m.group("path")
+            return messages[0], None
+    return str(exc), None
+
+
+def check_shape(program: Any, doc: ProgramDocument, *, file: str | None = None) -> None:
+    """The saved predictors and fields must be exactly the program's (names, roles and types)."""
+    have = dict(program.named_predictors())
+    saved = [p.name for p in doc.predictors]
+    missing = [n for n in have if n not in saved]
+    extra = [n for n in saved if n not in have]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"the program has predictor(s) {', '.join(map(repr, missing))} that the file lacks")
+        if extra:
+            parts.append(f"the file has predictor(s) {', '.join(map(repr, extra))} that the program lacks")
+        raise LoadError("file was saved from a different program: " + "; ".join(parts), file=file, path="$.predictors")
+    for i, state in enumerate(doc.predictors):
+        signature = have[state.name].signature
+        ours = {f.name: f for f in signature.fields}
+        theirs = {f.name: f for f in state.signature.fields}
+        for name in [*ours, *(n for n in theirs if n not in ours)]:
+            path = f"$.predictors[{i}].signature.fields"
+            if name not in theirs:
+                raise LoadError(f"predictor {state.name!r}: the program has field {name!r} that the file lacks",
+                                file=file, path=path)
+            if name not in ours:
+                raise LoadError(f"predictor {state.name!r}: the file has field {name!r} that the program lacks",
+                                file=file, path=path)
+            mine: Field = ours[name]
+            if (mine.role, type_to_str(mine.annotation)) != (theirs[name].role, theirs[name].type):
+                raise LoadError(
+                    f"predictor {state.name!r}, field {name!r}: the file has {theirs[name].role} "
+                    f"{theirs[name].type}, the program has {mine.role} {type_to_str(mine.annotation)}",
+                    file=file, path=path)
+        if state.decoding not in ("auto", "generate", "grammar", "score", "calibrated"):
+            raise LoadError(f"unknown decoding {state.decoding!r}", file=file, path=f"$.predictors[{i}].decoding")
+
+
+def load_program(program: Any, path: str | os.PathLike[str]) -> None:
+    """Load a saved file into `program`. All-or-nothing: on any error the program is unchanged."""
+    file = str(path)
+    doc = read_document(path)
+    apply_document(program, doc, file=file, base_path=str(Path(path).resolve().parent))
+
+
+def apply_document(program: Any, doc: ProgramDocument, *, file: str | None = None,
+                   base_path: str | None = None) -> None:
+    check_shape(program, doc, file=file)
+    predictors = dict(program.named_predictors())
+    staged = []
+    for i, state in enumerate(doc.predictors):
+        predictor = predictors[state.name]
+        lm = None
+        if state.lm is not None:
+            from honing.lm.client import LM
+
+            try:
+                lm = LM.from_state(state.lm)
+            except Exception as exc:  # noqa: BLE001 - any bad LM state is the file's problem
+                raise LoadError(f"bad LM settings: {exc}", file=file, path=f"$.predictors[{i}].lm") from None
+        descs = {f.name: (f.desc, f.prefix) for f in state.signature.fields}
+        fields = [attrs.evolve(f, desc=descs[f.name][0], prefix=descs[f.name][1] or f.prefix)
+                  for f in predictor.signature.fields]
+        signature = predictor.signature.with_fields(fields, instructions=state.signature.instructions)
+        staged.append((predictor, signature, [dict(d) for d in state.demos], lm, state))
+    modules = dict(program.named_submodules())
+    for path in doc.extra_state:
+        if path not in modules:
+            raise LoadError(f"extra state for module {path!r}, which the program lacks", file=file,
+                            path=f"$.extra_state.{path}")
+    for predictor, signature, demos, lm, state in staged:
+        predictor.signature = signature
+        predictor.demos = demos
+        if lm is not None:
+            predictor.lm = lm
+        predictor.decoding = state.decoding
+        if state.adapter is not None:
+            predictor.adapter = state.adapter
+    for path, state in doc.extra_state.items():
+        modules[path].load_extra_state(state, base_path=base_path)
+    program.compile_record = doc.optimizer
+
+
+def signature_from_state(state: SignatureState) -> Any:
+    """Rebuild a signature from its saved form (types parsed by honing's own parser, never eval'd)."""
+    from honing.signatures import make_signature, type_from_str
+
+    fields = [Field(f.name, f.role, type_from_str(f.type), f.desc, f.prefix) for f in state.fields]
+    return make_signature(fields, instructions=state.instructions, name=state.name)
+
+
+def predictors_from_document(doc: ProgramDocument) -> list[tuple[str, Any]]:
+    """Standalone Predict objects for each saved predictor: enough to render or run its prompts
+    without the program's code (used by `honing inspect` and `honing export`)."""
+    from honing.modules import Predict
+
+    out = []
+    for state in doc.predictors:
+        predictor = Predict(signature_from_state(state.signature), decoding=state.decoding, adapter=state.adapter)
+        predictor.demos = [dict(d) for d in state.demos]
+        out.append((state.name, predictor))
+    return out
