@@ -79,8 +79,11 @@ class LoadError(UserError):
         self.file = file
 
 
-class UnknownOptimizer(UserError, AttributeError):
-    """No installed plugin registers an optimizer of that name."""
+class UnknownOptimizer(UserError, ImportError):
+    """No installed plugin registers an optimizer of that name.
+
+    An ImportError, so ``from honing.optimizers import Nme`` shows this message (the import machinery
+    would replace an AttributeError with a generic one)."""
 
 
 class PluginError(HoningError):

@@ -187,9 +187,12 @@ class Predict(Module):
             raise ConfigurationError(
                 "no LM configured: call hn.configure(lm=hn.LM('local/smollm2-135m')) or pass lm= to the predictor"
             )
-        adapter = resolve_adapter(self.adapter or settings.current().adapter, lm)
+        current = settings.current()
+        adapter = resolve_adapter(self.adapter or current.adapter, lm)
+        sampling = current.sampling or {}
         outputs, meta = adapter.run(lm, self.signature, self.demos, values, decoding=self.decoding,
-                                    temperature=self.temperature, max_tokens=self.max_tokens)
+                                    temperature=sampling.get("temperature", self.temperature),
+                                    max_tokens=self.max_tokens, rollout=sampling.get("rollout"))
         prediction = Prediction.from_outputs(outputs, meta)
         tracing.record_call(self.name_in_program(), self, values, outputs)
         return prediction

@@ -24,9 +24,10 @@ _UNSET: Any = object()
 #: The settings a user may set. `lm`: the default LM. `adapter`: an Adapter instance or a registered
 #: adapter name ("transcript", "chat", "json"); None lets the LM pick. `budget`: a Budget every call in
 #: scope is charged to. `num_threads` and `max_errors`: defaults for Evaluate and optimizers.
-#: `track_usage`: internal, the usage trackers every LM call in scope reports to.
-SETTING_NAMES = ("lm", "adapter", "budget", "num_threads", "max_errors", "usage_trackers", "trace_stack",
-                 "callbacks")
+#: `sampling`: {"temperature": t, "rollout": r} applied to every generation in scope (optimizers use it
+#: to ask for a fresh sample of a request already made). `usage_trackers`, `trace_stack`: internal.
+SETTING_NAMES = ("lm", "adapter", "budget", "num_threads", "max_errors", "sampling", "usage_trackers",
+                 "trace_stack", "callbacks")
 
 
 @attrs.frozen
@@ -36,6 +37,7 @@ class Settings:
     budget: Any = None
     num_threads: int = 1
     max_errors: int | None = None
+    sampling: dict[str, Any] | None = None
     usage_trackers: tuple[Any, ...] = ()
     trace_stack: tuple[Any, ...] = ()
     callbacks: tuple[Any, ...] = ()

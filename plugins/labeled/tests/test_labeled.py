@@ -20,8 +20,8 @@ def test_k_demos_per_predictor_copied_not_aliased():
     compiled = LabeledFewShot(k=5, seed=1).compile(hn.Predict(ContractClassify), trainset=trainset)
     demos = compiled.predictors()[0].demos
     assert len(demos) == 5
-    assert all(set(d) == {"text", "intent"} for d in demos)
-    assert all(d in [dict(e) for e in trainset] for d in demos)
+    assert all(set(d) == {"text", "intent", "_source", "_example"} for d in demos)
+    assert all({"text": d["text"], "intent": d["intent"]} == dict(trainset[d["_example"]]) for d in demos)
     demos[0]["intent"] = "changed"
     assert all(e.intent != "changed" for e in trainset)
 
@@ -32,7 +32,7 @@ def test_seed_changes_the_sample_and_sample_false_takes_the_first_k():
     b = LabeledFewShot(k=4, seed=1).compile(hn.Predict(ContractClassify), trainset=trainset).predictors()[0].demos
     assert a != b
     first = LabeledFewShot(k=3, sample=False).compile(hn.Predict(ContractClassify), trainset=trainset)
-    assert first.predictors()[0].demos == [dict(e) for e in trainset[:3]]
+    assert [d["_example"] for d in first.predictors()[0].demos] == [0, 1, 2]
 
 
 def test_k_larger_than_trainset_uses_all_and_says_so():

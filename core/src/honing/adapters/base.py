@@ -26,7 +26,7 @@ class Adapter:
 
     def run(self, lm: Any, signature: type[Signature], demos: Sequence[Mapping[str, Any]],
             inputs: Mapping[str, Any], *, decoding: str = "auto", temperature: float | None = None,
-            max_tokens: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+            max_tokens: int | None = None, rollout: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Call `lm` and return (outputs by field name, meta about how they were produced)."""
         raise NotImplementedError
 

@@ -8,6 +8,8 @@ output field (capable models sometimes drop the tags).
 from __future__ import annotations
 
 import re
+
+import attrs
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +32,8 @@ def describe_fields(signature: type[Signature]) -> str:
 
 
 class ChatAdapter(Adapter):
+    """Chat messages, demos as turns, fields between tags (capable chat models)."""
+
     name = "chat"
 
     def system_message(self, signature: type[Signature]) -> str:
@@ -68,12 +72,9 @@ class ChatAdapter(Adapter):
 
     def run(self, lm: Any, signature: type[Signature], demos: Sequence[Mapping[str, Any]],
             inputs: Mapping[str, Any], *, decoding: str = "auto", temperature: float | None = None,
-            max_tokens: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+            max_tokens: int | None = None, rollout: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         request = self.format(signature, demos, inputs)
-        if temperature is not None or max_tokens is not None:
-            import attrs
-
-            request = attrs.evolve(request, temperature=temperature, max_tokens=max_tokens)
+        request = attrs.evolve(request, temperature=temperature, max_tokens=max_tokens, rollout=rollout)
         completion = lm(request)
         return self.parse(signature, completion.text), {"adapter": self.name, "decoding": "generate",
                                                         "raw": completion.text}

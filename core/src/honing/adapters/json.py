@@ -49,6 +49,8 @@ def signature_schema(signature: type[Signature]) -> dict[str, Any]:
 
 
 class JSONAdapter(Adapter):
+    """A JSON object reply, with the provider's JSON-schema structured output where supported."""
+
     name = "json"
 
     def format(self, signature: type[Signature], demos: Sequence[Mapping[str, Any]],
@@ -93,12 +95,12 @@ class JSONAdapter(Adapter):
 
     def run(self, lm: Any, signature: type[Signature], demos: Sequence[Mapping[str, Any]],
             inputs: Mapping[str, Any], *, decoding: str = "auto", temperature: float | None = None,
-            max_tokens: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+            max_tokens: int | None = None, rollout: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         import attrs
 
         structured = bool(getattr(lm, "supports_response_schema", False))
         request = attrs.evolve(self.format(signature, demos, inputs, structured=structured),
-                               temperature=temperature, max_tokens=max_tokens)
+                               temperature=temperature, max_tokens=max_tokens, rollout=rollout)
         completion = lm(request)
         return self.parse(signature, completion.text), {"adapter": self.name, "decoding": "generate",
                                                         "raw": completion.text}

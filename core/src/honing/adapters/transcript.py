@@ -32,6 +32,8 @@ CONTENT_FREE = "N/A"
 
 
 class TranscriptAdapter(Adapter):
+    """Plain `Field: value` transcript with inline demos; choice scoring and grammars (small local LMs)."""
+
     name = "transcript"
 
     def __init__(self, *, list_choices: bool = True) -> None:
@@ -70,7 +72,7 @@ class TranscriptAdapter(Adapter):
     # -- run ----------------------------------------------------------------------------------------
     def run(self, lm: Any, signature: type[Signature], demos: Sequence[Mapping[str, Any]],
             inputs: Mapping[str, Any], *, decoding: str = "auto", temperature: float | None = None,
-            max_tokens: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+            max_tokens: int | None = None, rollout: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         prompt = self.render_prompt(signature, demos, inputs)
         outputs: dict[str, Any] = {}
         used: dict[str, str] = {}
@@ -84,7 +86,7 @@ class TranscriptAdapter(Adapter):
                                     calibrated=mode == "calibrated")
             else:
                 text = self._decode(lm, signature, prompt, field, grammar=mode == "grammar",
-                                    temperature=temperature, max_tokens=max_tokens)
+                                    temperature=temperature, max_tokens=max_tokens, rollout=rollout)
             raw[field.name] = text
             outputs[field.name] = parse_value(text, field)
             if i + 1 < len(fields):
@@ -95,7 +97,7 @@ class TranscriptAdapter(Adapter):
         return ("\n\n", *(f"\n{f.prefix}:" for f in signature.fields))
 
     def _decode(self, lm: Any, signature: type[Signature], prompt: str, field: Field, *, grammar: bool,
-                temperature: float | None, max_tokens: int | None) -> str:
+                temperature: float | None, max_tokens: int | None, rollout: int | None = None) -> str:
         open_text = field.annotation is str
         request = LMRequest(
             prompt=prompt,
@@ -103,6 +105,7 @@ class TranscriptAdapter(Adapter):
             grammar=_grammar_for(field) if grammar else None,
             temperature=temperature,
             max_tokens=max_tokens or (256 if open_text else 48),
+            rollout=rollout,
         )
         return lm(request).text.strip()
 

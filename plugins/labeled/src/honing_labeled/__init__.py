@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import honing
 from honing.data import Example
-from honing.modules import Module, Predict
-
-
-def labeled_demos(predictor: Predict, examples: list[Example]) -> list[dict[str, Any]]:
-    """The examples that can teach this predictor: those with one of its inputs and one of its outputs,
-    reduced to its fields (copies, so a demo never aliases a training example)."""
-    names = [f.name for f in predictor.signature.fields]
-    inputs = {f.name for f in predictor.signature.input_fields}
-    outputs = {f.name for f in predictor.signature.output_fields}
-    demos = []
-    for example in examples:
-        if inputs & set(example) and outputs & set(example):
-            demos.append({n: example[n] for n in names if n in example})
-    return demos
+from honing.modules import Module
+from honing.optimizers.demos import labeled_demos, sample_labeled
 
 
 class LabeledFewShot(honing.Optimizer):
@@ -36,19 +23,14 @@ class LabeledFewShot(honing.Optimizer):
 
     def optimize(self, program: Module, *, trainset: list[Example], valset: Any = None, teacher: Any = None,
                  **_: Any) -> Module:
+        chosen = sample_labeled(program, trainset, self.k, seed=self.seed, sample=self.sample)
         for name, predictor in program.named_predictors():
-            pool = labeled_demos(predictor, trainset)
-            if not pool:
+            usable = len(labeled_demos(predictor, trainset))
+            if usable == 0:
                 self.note(f"predictor {name!r}: no training example has both its inputs and outputs; no demos")
-            if self.k > len(pool):
-                self.note(f"predictor {name!r}: k={self.k} but only {len(pool)} usable examples; using all")
-            if self.sample:
-                # one stream per predictor, seeded by (seed, name): adding a predictor changes no other's demos
-                rng = random.Random(f"{self.seed}:{name}")
-                chosen = rng.sample(pool, min(self.k, len(pool)))
-            else:
-                chosen = pool[: self.k]
-            predictor.demos = chosen
+            elif self.k > usable:
+                self.note(f"predictor {name!r}: k={self.k} but only {usable} usable examples; using all")
+            predictor.demos = chosen[name]
         return program
 
 

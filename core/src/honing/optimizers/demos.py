@@ -1,0 +1,150 @@
+"""Demos shared by every optimizer family: labelled demos sampled from a trainset, and demos
+bootstrapped from the traces of a teacher program whose runs pass the metric.
+
+A demo is a plain dict of one predictor's field values. Keys starting with "_" are bookkeeping that
+never reaches a prompt: `_source` ("labeled" or "bootstrap") and `_example` (the trainset index it
+came from), so a record can always say where a demo came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from honing import settings, tracing
+from honing.data import Example
+from honing.errors import BudgetExceeded, ConfigurationError, TooManyErrors
+from honing.evaluate import metric_score
+from honing.modules import Module, Predict
+
+log = logging.getLogger("honing.optimizers")
+
+
+def labeled_demos(predictor: Predict, examples: Sequence[Example]) -> list[dict[str, Any]]:
+    """The examples that can teach this predictor (one of its inputs and one of its outputs),
+    reduced to its fields and copied, so a demo never aliases a training example."""
+    names = [f.name for f in predictor.signature.fields]
+    inputs = {f.name for f in predictor.signature.input_fields}
+    outputs = {f.name for f in predictor.signature.output_fields}
+    demos = []
+    for index, example in enumerate(examples):
+        if inputs & set(example) and outputs & set(example):
+            demos.append({**{n: example[n] for n in names if n in example}, "_source": "labeled",
+                          "_example": index})
+    return demos
+
+
+def predictor_rng(seed: Any, name: str, purpose: str = "") -> random.Random:
+    """An independent RNG per (seed, predictor, purpose): adding a predictor changes no other's draws."""
+    return random.Random(f"{seed}:{name}:{purpose}")
+
+
+def sample_labeled(program: Module, trainset: Sequence[Example], k: int, *, seed: Any = 0, sample: bool = True,
+                   exclude: Sequence[int] = ()) -> dict[str, list[dict[str, Any]]]:
+    """Up to `k` labelled demos per predictor, skipping trainset indices in `exclude`."""
+    excluded = set(exclude)
+    out = {}
+    for name, predictor in program.named_predictors():
+        pool = [d for d in labeled_demos(predictor, trainset) if d["_example"] not in excluded]
+        if sample:
+            out[name] = predictor_rng(seed, name, "labeled").sample(pool, min(k, len(pool)))
+        else:
+            out[name] = pool[:k]
+    return out
+
+
+def passes(score: float, threshold: float | None) -> bool:
+    """A run passes when its score reaches `threshold` (0 is a real threshold), or is truthy without one."""
+    return score >= threshold if threshold is not None else bool(score)
+
+
+@attrs.frozen
+class Bootstrap:
+    """What a bootstrap pass produced: per predictor demos, and how it went."""
+
+    demos: dict[str, list[dict[str, Any]]]
+    #: trainset indices whose runs passed and became demos, in the order visited
+    used: tuple[int, ...]
+    attempts: int
+    errors: int
+    #: trainset index → why it did not become a demo ("failed metric", or the error text)
+    failures: dict[int, str]
+
+
+def bootstrap_demos(teacher: Module, trainset: Sequence[Example], metric: Callable[..., Any] | None, *,
+                    max_demos: int, max_rounds: int = 1, metric_threshold: float | None = None,
+                    max_errors: int | None = None, order: Sequence[int] | None = None,
+                    retry_temperature: float = 0.7) -> Bootstrap:
+    """Run `teacher` over trainset examples (in `order`) until `max_demos` runs pass the metric.
+
+    Every predictor call in a passing run becomes a demo for that predictor (a multi-stage program gets
+    one demo per stage from one run). The example itself is hidden from the teacher's demos while it
+    runs, so a demo never answers its own question. Round r > 0 retries a failure with a fresh sample
+    (temperature `retry_temperature`, a new rollout id, so the cache does not return the same failure).
+    Errors are counted; the (max_errors + 1)-th raises TooManyErrors carrying what was bootstrapped.
+    """
+    names = {id(p): n for n, p in teacher.named_predictors()}
+    demos: dict[str, list[dict[str, Any]]] = {n: [] for n in names.values()}
+    used: list[int] = []
+    failures: dict[int, str] = {}
+    attempts = errors = 0
+    indices = list(order) if order is not None else list(range(len(trainset)))
+    for index in indices:
+        if len(used) >= max_demos:
+            break
+        example = trainset[index]
+        for round_ in range(max_rounds):
+            attempts += 1
+            try:
+                records, score = _run_hidden(teacher, example, metric, round_, retry_temperature)
+            except (BudgetExceeded, ConfigurationError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - counted, not fatal, until max_errors
+                errors += 1
+                failures[index] = f"{type(exc).__name__}: {exc}"
+                if max_errors is not None and errors > max_errors:
+                    partial = Bootstrap(demos, tuple(used), attempts, errors, failures)
+                    raise TooManyErrors(f"bootstrapping: {errors} examples failed (max_errors={max_errors}); "
+                                        f"last at trainset[{index}]: {exc}", partial=partial) from exc
+                continue
+            if passes(score, metric_threshold):
+                for record in records:
+                    name = names.get(id(record.predictor))
+                    if name is not None:
+                        demos[name].append({**record.as_demo(), "_source": "bootstrap", "_example": index})
+                used.append(index)
+                failures.pop(index, None)
+                break
+            failures[index] = "failed metric"
+    return Bootstrap(demos, tuple(used), attempts, errors, failures)
+
+
+def _run_hidden(teacher: Module, example: Example, metric: Callable[..., Any] | None, round_: int,
+                retry_temperature: float) -> tuple[list[tracing.TraceRecord], float]:
+    """Run the teacher on one example with that example hidden from its demos; return trace and score."""
+    from honing.modules import named_calls
+
+    program = teacher.deepcopy()
+    target = {k: example[k] for k in example}
+    for predictor in program.predictors():
+        predictor.demos = [d for d in predictor.demos
+                           if {k: v for k, v in d.items() if not k.startswith("_")} != _subset(target, d)]
+    overrides: dict[str, Any] = {}
+    if round_ > 0:
+        overrides["sampling"] = {"temperature": retry_temperature, "rollout": round_}
+    with settings.context(**overrides), tracing.trace() as trace, named_calls(program):
+        prediction = program(**example.inputs())
+    # map the copy's predictors back to the teacher's, so callers can name them
+    by_copy = {id(p): orig for p, orig in zip(program.predictors(), teacher.predictors())}
+    records = [attrs.evolve(r, predictor=by_copy.get(id(r.predictor), r.predictor)) for r in trace.records]
+    score = metric_score(metric, example, prediction, records) if metric is not None else 1.0
+    return records, score
+
+
+def _subset(example: dict[str, Any], demo: dict[str, Any]) -> dict[str, Any]:
+    keys = [k for k in demo if not k.startswith("_")]
+    return {k: example.get(k, object()) for k in keys}

@@ -1,0 +1,137 @@
+"""Scoring candidate programs, shared by every optimizer that searches (random search, Optuna, Bayesian).
+
+Candidates are evaluated one after another, each over the valset in a fixed order: on the embedded
+model consecutive prompts then share the candidate's demo prefix and llama.cpp reuses its KV cache;
+with hosted LMs each candidate's examples run `num_threads` at a time. Every finished candidate is
+logged (when a RunLog is given) with its score, errors, usage and state, and a resumed run takes
+finished candidates from the log instead of paying for them again. A BudgetExceeded in the middle of a
+search leaves the best candidate so far available (`SearchState.best`), marked budget-limited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from tqdm.auto import tqdm
+
+from honing.data import Example
+from honing.errors import TooManyErrors
+from honing.evaluate import Evaluate, EvaluationResult
+from honing.lm.types import Usage
+from honing.modules import Module
+from honing.runs import RunLog
+
+
+def program_state(program: Module) -> dict[str, dict[str, Any]]:
+    """The searchable state of a program: instruction and demos per predictor (JSON-able)."""
+    return {name: {"instructions": p.signature.instructions, "demos": [dict(d) for d in p.demos]}
+            for name, p in program.named_predictors()}
+
+
+def apply_state(program: Module, state: dict[str, dict[str, Any]]) -> Module:
+    """Install a `program_state` into `program` (in place); returns it."""
+    predictors = dict(program.named_predictors())
+    for name, values in state.items():
+        predictor = predictors[name]
+        if values.get("instructions") is not None and values["instructions"] != predictor.signature.instructions:
+            predictor.signature = predictor.signature.with_instructions(values["instructions"])
+        predictor.demos = [dict(d) for d in values.get("demos", [])]
+    return program
+
+
+@attrs.frozen
+class CandidateResult:
+    """One scored candidate. `score` is a fraction in [0, 1] on the evaluation set."""
+
+    key: str
+    score: float
+    n_errors: int
+    usage: Usage
+    wall_time: float
+    params: dict[str, Any]
+    state: dict[str, dict[str, Any]]
+    n_examples: int = 0
+    from_log: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """What goes into the compiled program's record for this candidate."""
+        demos = {name: len(s.get("demos", [])) for name, s in self.state.items()}
+        return {"key": self.key, "score": round(self.score, 6), "errors": self.n_errors, "params": self.params,
+                "demos": demos, "calls": self.usage.calls, "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens, "cost": self.usage.cost,
+                "cache_hits": self.usage.cache_hits, "wall_time": round(self.wall_time, 3)}
+
+
+class SearchState:
+    """The candidates scored so far and the best one (ties keep the earlier candidate)."""
+
+    def __init__(self) -> None:
+        self.results: list[CandidateResult] = []
+        self.best: CandidateResult | None = None
+
+    def add(self, result: CandidateResult) -> None:
+        self.results.append(result)
+        if self.best is None or result.score > self.best.score:
+            self.best = result
+
+    @property
+    def errors(self) -> int:
+        return sum(r.n_errors for r in self.results)
+
+
+class CandidateEvaluator:
+    """Scores candidate programs on one evaluation set with one metric, logging each as it finishes."""
+
+    def __init__(self, devset: Sequence[Example], metric: Callable[..., Any], *, num_threads: int = 1,
+                 max_errors: int | None = None, display_progress: bool = False, run_log: RunLog | None = None,
+                 event: str = "candidate") -> None:
+        self.devset = list(devset)
+        self.metric = metric
+        self.num_threads = num_threads
+        self.max_errors = max_errors
+        self.display_progress = display_progress
+        self.run_log = run_log
+        self.event = event
+        self._finished = run_log.finished(event) if run_log is not None else {}
+
+    def evaluate(self, key: str, program: Module, params: dict[str, Any] | None = None,
+                 devset: Sequence[Example] | None = None) -> CandidateResult:
+        """Score `program` (or take its result from a resumed run's log, spending nothing)."""
+        params = dict(params or {})
+        logged = self._finished.get(key)
+        if logged is not None and logged.get("params") == _jsonable(params):
+            return CandidateResult(key, float(logged["score"]), int(logged.get("errors", 0)), Usage(),
+                                   0.0, params, logged.get("state", program_state(program)),
+                                   int(logged.get("n_examples", 0)), from_log=True)
+        examples = list(devset) if devset is not None else self.devset
+        started = time.perf_counter()
+        evaluate = Evaluate(devset=examples, metric=self.metric, num_threads=self.num_threads,
+                            max_errors=self.max_errors, display_progress=self.display_progress, desc=key)
+        try:
+            outcome: EvaluationResult = evaluate(program, position=1 if self.display_progress else None)
+        except TooManyErrors as exc:
+            if self.run_log is not None:
+                self.run_log.event(f"{self.event}_failed", key=key, params=_jsonable(params), error=str(exc))
+            raise
+        result = CandidateResult(key, outcome.score, outcome.n_errors, outcome.usage,
+                                 time.perf_counter() - started, params, program_state(program), len(examples))
+        if self.run_log is not None:
+            errors = [r.error for r in outcome.errors][:5]
+            self.run_log.event(self.event, key=key, score=result.score, errors=result.n_errors,
+                               error_samples=errors, params=_jsonable(params), n_examples=len(examples),
+                               usage=result.usage.to_dict(), seconds=round(result.wall_time, 3), state=result.state)
+        return result
+
+
+def progress(total: int, desc: str, enabled: bool) -> Any:
+    """The outer progress bar of a search (candidates or trials); Evaluate's bar nests inside it."""
+    return tqdm(total=total, desc=desc, disable=not enabled, position=0, dynamic_ncols=True)
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,17 @@
+"""The core's own registrations, loaded as a plugin like any other (distribution ``honing``).
+
+The core ships no optimizers (each lives in its own ``honing-<family>`` plugin); it registers the
+built-in adapters. Imports happen inside the hookimpls so that loading the plugin manager stays cheap.
+"""
+
+from __future__ import annotations
+
+from honing.plugins.hookspecs import RegisterNamed, hookimpl
+
+
+@hookimpl
+def register_adapters(register: RegisterNamed) -> None:
+    from honing.adapters import builtin_adapters
+
+    for name, factory in builtin_adapters().items():
+        register(name, factory)
