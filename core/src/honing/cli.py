@@ -195,13 +195,16 @@ def _placeholder_inputs(predictor: Any, given: dict[str, Any]) -> dict[str, Any]
     return {f.name: given.get(f.name, f"{{{f.name}}}") for f in predictor.signature.input_fields}
 
 
-def _adapter_for(predictor: Any, name: str | None) -> Any:
+def _adapter_for(predictor: Any, name: str | None, lm_state: dict[str, Any] | None) -> Any:
+    """The adapter the saved predictor would use: named, saved, or its LM's default (by provider)."""
     from honing.adapters import resolve_adapter
 
-    class _NamedLM:  # which adapter a model gets depends only on its provider
-        provider = "local"
+    model = (lm_state or {}).get("model") or os.environ.get("HONING_LM", DEFAULT_LM)
 
-    return resolve_adapter(name or predictor.adapter, _NamedLM())
+    class _ModelOnly:  # which adapter a model gets by default depends only on its provider
+        provider = str(model).split("/", 1)[0]
+
+    return resolve_adapter(name or predictor.adapter, _ModelOnly())
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -219,7 +222,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for (name, predictor), state in zip(predictors_from_document(doc), doc.predictors):
         print(f"\n=== predictor {name} ({len(predictor.demos)} demos, decoding {state.decoding}"
               + (f", lm {state.lm.get('model')}" if state.lm else "") + ") ===")
-        adapter = _adapter_for(predictor, args.adapter)
+        adapter = _adapter_for(predictor, args.adapter, state.lm)
         request = adapter.format(predictor.signature, predictor.demos, _placeholder_inputs(predictor, {}))
         print(request.text())
     return 0
@@ -231,10 +234,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     doc = read_document(args.file)
     given = parse_params(args.input or [])
     out = []
-    for name, predictor in predictors_from_document(doc):
+    for (name, predictor), state in zip(predictors_from_document(doc), doc.predictors):
         if args.predictor and name != args.predictor:
             continue
-        adapter = _adapter_for(predictor, args.adapter)
+        adapter = _adapter_for(predictor, args.adapter, state.lm)
         request = adapter.format(predictor.signature, predictor.demos, _placeholder_inputs(predictor, given))
         if args.format == "messages":
             messages = list(request.messages) if request.messages is not None else [
