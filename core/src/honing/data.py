@@ -60,6 +60,15 @@ class Example(Mapping[str, Any]):
     def __hash__(self) -> int:
         return hash(json.dumps(self._store, sort_keys=True, default=str))
 
+    # -- copy and pickle: the slots are set with object.__setattr__, as in __init__ ----------------
+    def __getstate__(self) -> dict[str, Any]:
+        slots = [s for cls in type(self).__mro__ for s in getattr(cls, "__slots__", ())]
+        return {s: getattr(self, s) for s in slots if hasattr(self, s)}
+
+    def __setstate__(self, state: Mapping[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     def __repr__(self) -> str:
         body = ", ".join(f"{k}={v!r}" for k, v in self._store.items())
         inputs = f", inputs={sorted(self._input_keys)}" if self._input_keys is not None else ""
@@ -119,6 +128,9 @@ class Example(Mapping[str, Any]):
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Example:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("data"), Mapping):
+            raise InputError(f"{cls.__name__}.from_json expects {{'data': {{...}}, 'inputs': [...] | null}}, "
+                             f"got {raw!r:.120}")
         example = cls(raw["data"])
         if raw.get("inputs") is not None:
             example = example.with_inputs(*raw["inputs"])

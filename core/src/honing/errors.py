@@ -29,6 +29,10 @@ class ConfigurationError(UserError):
     """Something needed is not configured: no LM, an unknown provider, a missing API key."""
 
 
+class MetricError(UserError, TypeError, ValueError):
+    """A metric that returns something other than a bool or a number in [0, 1]."""
+
+
 class ParseError(HoningError, ValueError):
     """The LM's reply could not be turned into the signature's typed outputs."""
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from honing import settings
 from honing.data import Example, Prediction
-from honing.errors import BudgetExceeded, ConfigurationError, InputError, TooManyErrors
+from honing.errors import BudgetExceeded, ConfigurationError, InputError, MetricError, TooManyErrors
 from honing.lm.types import Usage
 from honing.lm.usage import track_usage
 from honing.modules import Module
@@ -58,10 +58,18 @@ def metric_score(metric: Metric, example: Example, prediction: Prediction, trace
     value = metric(example, prediction, trace) if trace is not None else metric(example, prediction)
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
     where = f" on example {index}" if index is not None else ""
-    raise TypeError(f"metric returned {type(value).__name__} {value!r:.60}{where}; expected a bool or a number")
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        if not 0.0 <= value <= 1.0:
+            raise MetricError(f"metric {metric_name(metric)} returned {value!r}{where}: honing scores are fractions "
+                              "in [0, 1] (return a bool, or e.g. 0.5 rather than 50)")
+        return float(value)
+    raise MetricError(f"metric {metric_name(metric)} returned {type(value).__name__} {value!r:.60}{where}; "
+                      "expected a bool or a number in [0, 1]")
+
+
+def metric_name(metric: Metric) -> str:
+    return getattr(metric, "__qualname__", None) or getattr(metric, "__name__", None) or repr(metric)
 
 
 def run_example(program: Module, example: Example, metric: Metric, index: int,
@@ -80,9 +88,11 @@ def run_example(program: Module, example: Example, metric: Metric, index: int,
         return ExampleResult(index, example, None, failure_score, f"{type(exc).__name__}: {exc}")
     try:
         score = metric_score(metric, example, prediction, index=index)
+    except MetricError as exc:
+        return ExampleResult(index, example, prediction, failure_score, str(exc))
     except Exception as exc:  # noqa: BLE001
         return ExampleResult(index, example, prediction, failure_score,
-                             f"metric raised {type(exc).__name__} on example {index}: {exc}")
+                             f"metric {metric_name(metric)} raised {type(exc).__name__} on example {index}: {exc}")
     return ExampleResult(index, example, prediction, score)
 
 

@@ -34,15 +34,39 @@ def _pairs(example: Example, prediction: Prediction) -> list[tuple[Any, Any]]:
     return [(labels[k], prediction[k]) for k in shared]
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same(gold: Any, pred: Any) -> bool:
+    """Numbers compare as numbers (normalising drops the point: "3.5" and "35" would both be "35"),
+    lists item by item, everything else as normalised text."""
+    gold = gold.value if isinstance(gold, enum.Enum) else gold
+    pred = pred.value if isinstance(pred, enum.Enum) else pred
+    if _is_number(gold) and _is_number(pred):
+        return gold == pred
+    if _is_number(gold) or _is_number(pred):  # a number and a text such as "8.0": compare as numbers
+        try:
+            return float(str(gold).strip()) == float(str(pred).strip())
+        except ValueError:
+            return False
+    if isinstance(gold, (list, tuple)) and isinstance(pred, (list, tuple)):
+        return len(gold) == len(pred) and all(_same(g, p) for g, p in zip(gold, pred))
+    return normalize(gold) == normalize(pred)
+
+
 def exact_match(example: Example, prediction: Prediction, trace: Any = None) -> bool:
     """True when every label equals the prediction's field of the same name (normalised)."""
-    return all(normalize(gold) == normalize(pred) for gold, pred in _pairs(example, prediction))
+    return all(_same(gold, pred) for gold, pred in _pairs(example, prediction))
 
 
 def f1(example: Example, prediction: Prediction, trace: Any = None) -> float:
     """Token-level F1 between labels and prediction fields, averaged over the shared fields."""
     scores = []
     for gold, pred in _pairs(example, prediction):
+        if _is_number(gold) and _is_number(pred):
+            scores.append(float(gold == pred))
+            continue
         gold_tokens, pred_tokens = normalize(gold).split(), normalize(pred).split()
         common = Counter(gold_tokens) & Counter(pred_tokens)
         overlap = sum(common.values())

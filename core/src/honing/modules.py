@@ -22,6 +22,10 @@ from honing.signatures import Field, Signature, coerce_input, ensure_signature
 # id(predictor) -> dotted name, set by the outermost Module call so nested predictors know their name.
 _names: contextvars.ContextVar[dict[int, str] | None] = contextvars.ContextVar("honing_names", default=None)
 
+# id(predictor) -> demos to use for calls inside a `call_demos` block instead of `predictor.demos`.
+_demo_overrides: contextvars.ContextVar[dict[int, list[dict[str, Any]]] | None] = contextvars.ContextVar(
+    "honing_demo_overrides", default=None)
+
 #: Keyword arguments that people pass to Predict because an article said Predict trains weights.
 _TRAINING_KWARGS = {"optimizer", "learning_rate", "lr", "epochs", "weight_decay", "momentum", "betas",
                     "loss", "train_kwargs", "batch_size"}
@@ -70,7 +74,8 @@ class Module:
                     seen.add(id(child))
                     found.append((child_path, child))
                     visit(child, child_path)
-                elif isinstance(child, (list, tuple, dict)):
+                elif isinstance(child, (list, tuple, dict)) and id(child) not in seen:
+                    seen.add(id(child))
                     visit(child, child_path)
 
         visit(self, "")
@@ -131,10 +136,10 @@ def _children(value: Any) -> Iterator[tuple[str, Any]]:
 
 def _walk(value: Any, path: str, found: list[tuple[str, Predict]], seen: set[int]) -> None:
     """Depth-first over attributes, lists and dicts; each object visited once (cycles are safe)."""
+    if id(value) in seen:
+        return
+    seen.add(id(value))
     if isinstance(value, Module):
-        if id(value) in seen:
-            return
-        seen.add(id(value))
         if isinstance(value, Predict):
             found.append((path or "self", value))
             return
@@ -190,7 +195,9 @@ class Predict(Module):
         current = settings.current()
         adapter = resolve_adapter(self.adapter or current.adapter, lm)
         sampling = current.sampling or {}
-        outputs, meta = adapter.run(lm, self.signature, self.demos, values, decoding=self.decoding,
+        overrides = _demo_overrides.get()
+        demos = overrides.get(id(self), self.demos) if overrides else self.demos
+        outputs, meta = adapter.run(lm, self.signature, demos, values, decoding=self.decoding,
                                     temperature=sampling.get("temperature", self.temperature),
                                     max_tokens=self.max_tokens, rollout=sampling.get("rollout"))
         prediction = Prediction.from_outputs(outputs, meta)
@@ -240,6 +247,22 @@ def named_calls(program: Module) -> Iterator[None]:
         yield
     finally:
         _names.reset(token)
+
+
+@contextlib.contextmanager
+def call_demos(demos: dict[Predict, list[dict[str, Any]]]) -> Iterator[None]:
+    """Use these demos for these predictors' calls inside the block, without touching the predictors.
+
+    Per-call demos (e.g. nearest neighbours of the query) go through here, so concurrent calls of one
+    program in several threads never see each other's demos.
+    """
+    merged = dict(_demo_overrides.get() or {})
+    merged.update({id(p): list(d) for p, d in demos.items()})
+    token = _demo_overrides.set(merged)
+    try:
+        yield
+    finally:
+        _demo_overrides.reset(token)
 
 
 def program_inputs(program: Module) -> list[str] | None:

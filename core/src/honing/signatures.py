@@ -7,6 +7,7 @@ instead of changing the old one, so a program copied by an optimizer never share
 
 from __future__ import annotations
 
+import ast
 import enum
 import re
 import types
@@ -187,6 +188,7 @@ def _validate_fields(name: str, fields: tuple[Field, ...]) -> None:
         if f.name in seen:
             raise SignatureError(f"signature {name}: duplicate field {f.name!r}")
         seen.add(f.name)
+        check_type(f.annotation, where=f"signature {name}, field {f.name!r}")
     if not any(f.role == OUTPUT for f in fields):
         raise SignatureError(f"signature {name}: needs at least one output field")
 
@@ -332,6 +334,8 @@ def _parse_type(tokens: list[tuple[str, str]], text: str) -> tuple[Any, list[tup
             return enum.Enum(enum_name, members), rest
         first, rest = _parse_type(rest, text)
         if name in ("dict", "Dict"):
+            if first is not str:
+                raise SignatureError(f"dict keys must be str in {text!r}; use dict[str, ...]")
             rest = _expect(rest, ",", text)
             second, rest = _parse_type(rest, text)
             return dict[first, second], _expect(rest, "]", text)  # type: ignore[valid-type]
@@ -350,15 +354,23 @@ def _expect(rest: list[tuple[str, str]], punct: str, text: str) -> list[tuple[st
 
 
 def _unquote(token: str) -> str:
-    body = token[1:-1]
-    return re.sub(r"\\(.)", r"\1", body)
+    # The token is a Python string literal as written by `repr` (type_to_str): read its escapes
+    # (\n, \x00, \u1234, ...) with the literal parser, which evaluates nothing but literals.
+    try:
+        value = ast.literal_eval(token)
+    except (ValueError, SyntaxError):
+        value = None
+    if isinstance(value, str):
+        return value
+    return re.sub(r"\\(.)", r"\1", token[1:-1])
 
 
 def parse_signature(text: str, *, instructions: str | None = None) -> type[Signature]:
     """The string form: ``"question -> answer"`` or ``"a: int, b: int -> sum: int"``."""
-    if text.count("->") != 1:
+    arrows = _top_level_arrows(text)
+    if len(arrows) != 1:
         raise SignatureError(f"signature {text!r} must contain exactly one '->'")
-    left, right = text.split("->")
+    left, right = text[:arrows[0]], text[arrows[0] + 2:]
     fields = [*_parse_side(left, INPUT, text), *_parse_side(right, OUTPUT, text)]
     if not any(f.role == INPUT for f in fields):
         raise SignatureError(f"signature {text!r} has no input fields")
@@ -381,12 +393,34 @@ def _parse_side(side: str, role: str, text: str) -> list[Field]:
     return fields
 
 
+def _top_level_arrows(text: str) -> list[int]:
+    """Positions of the "->" that are not inside a quoted Literal choice."""
+    arrows, quote, escape = [], "", False
+    for i, ch in enumerate(text):
+        if quote:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif text.startswith("->", i):
+            arrows.append(i)
+    return arrows
+
+
 def _split_top_level(side: str) -> list[str]:
-    parts, depth, current, quote = [], 0, [], ""
+    parts, depth, current, quote, escape = [], 0, [], "", False
     for ch in side:
         if quote:
             current.append(ch)
-            if ch == quote:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == quote:
                 quote = ""
             continue
         if ch in "'\"":

@@ -63,7 +63,7 @@ class ChatAdapter(Adapter):
         for f in fields:
             m = re.search(rf"<{f.name}>(.*?)(?:</{f.name}>|(?=<\w+>)|\Z)", text, re.DOTALL)
             if m is None:
-                if len(fields) == 1 and "<" not in text:
+                if len(fields) == 1 and not re.search(r"</?[A-Za-z_]\w*>", text):  # a bare value, no tags
                     return {f.name: parse_value(text, f)}
                 raise ParseError(f"reply has no <{f.name}> field (expected {f.type_name}); raw text: {text!r:.200}",
                                  field=f.name, expected=f.type_name, raw=text)

@@ -78,6 +78,8 @@ class JSONAdapter(Adapter):
         try:
             data = json.loads(_first_json(text))
         except json.JSONDecodeError as exc:
+            if len(signature.output_fields) == 1 and "{" not in text:  # a bare value for the only output
+                return {signature.output_fields[0].name: parse_value(text, signature.output_fields[0])}
             raise ParseError(f"reply is not a JSON object ({exc.msg}); raw text: {text!r:.200}", raw=text) from None
         if not isinstance(data, dict):
             if len(signature.output_fields) == 1:

@@ -52,8 +52,8 @@ def _parse(text: Any, annotation: Any) -> Any:
         stripped = text.strip()
         if optional and stripped.lower() in ("", "none", "null", "n/a"):
             return None
-    if not isinstance(text, str):  # a JSON value from the JSON adapter
-        return _from_json_value(text, inner)
+    if not isinstance(text, str):  # a JSON value from the JSON adapter (null is fine for Optional)
+        return _from_json_value(text, annotation)
     stripped = text.strip()
     if inner is str:
         return _strip_quotes(stripped)
@@ -62,6 +62,9 @@ def _parse(text: Any, annotation: Any) -> Any:
         if not m:
             raise ValueError("no integer in the reply")
         number = m.group().replace(",", "").replace("_", "")
+        fraction = re.match(r"\.(\d+)", stripped[m.end():])
+        if fraction and fraction.group(1).strip("0"):
+            raise ValueError(f"{m.group()}{fraction.group()} is not a whole number")
         return int(number)
     if inner is float:
         m = _FLOAT.search(stripped)
@@ -69,7 +72,8 @@ def _parse(text: Any, annotation: Any) -> Any:
             raise ValueError("no number in the reply")
         return float(m.group().replace(",", "").replace("_", ""))
     if inner is bool:
-        word = _strip_quotes(stripped).strip(".!").split()[0].lower() if stripped.split() else ""
+        words = _strip_quotes(stripped).split()
+        word = words[0].strip(".!,;:'\"").lower() if words else ""
         if word in _TRUE:
             return True
         if word in _FALSE:
@@ -105,12 +109,23 @@ def closed_values(annotation: Any) -> list[Any] | None:
 
 
 def _match_choice(text: str, choices: list[Any]) -> Any:
-    cleaned = _strip_quotes(text).strip().strip(".!,;").strip()
     by_text = {render_value(c).lower(): c for c in choices}
     if isinstance(choices[0], enum.Enum):
         by_text.update({c.name.lower(): c for c in choices})
+    exact = _strip_quotes(text.strip()).lower()
+    if exact in by_text:  # before stripping punctuation: a choice may itself end in "." or "!"
+        return by_text[exact]
+    cleaned = _strip_quotes(text).strip().strip(".!,;").strip()
     if cleaned.lower() in by_text:
         return by_text[cleaned.lower()]
+    # "pin blocked" for "pin_blocked": spaces, underscores and hyphens are interchangeable when that
+    # names exactly one choice
+    loose: dict[str, list[Any]] = {}
+    for key, choice in by_text.items():
+        loose.setdefault(_loose(key), []).append(choice)
+    matches = loose.get(_loose(cleaned.lower()), [])
+    if len({id(m) for m in matches}) == 1:
+        return matches[0]
     # the reply starts with a choice and then rambles: take the longest choice it starts with
     lowered = cleaned.lower()
     starts = [t for t in by_text if lowered.startswith(t) and (len(lowered) == len(t) or not lowered[len(t)].isalnum()
@@ -119,6 +134,10 @@ def _match_choice(text: str, choices: list[Any]) -> Any:
         return by_text[max(starts, key=len)]
     allowed = ", ".join(render_value(c) for c in choices)
     raise ValueError(f"expected one of: {allowed}")
+
+
+def _loose(text: str) -> str:
+    return " ".join(re.split(r"[\s_-]+", text)).strip()
 
 
 def _from_json_value(value: Any, annotation: Any) -> Any:

@@ -39,7 +39,7 @@ class TranscriptAdapter(Adapter):
     def __init__(self, *, list_choices: bool = True) -> None:
         #: Whether the header names the allowed values of closed fields (helps generation).
         self.list_choices = list_choices
-        self._calibration: dict[str, dict[str, float]] = {}
+        self._calibration: dict[tuple[int, str, tuple[str, ...]], tuple[Any, dict[str, float]]] = {}
         self._lock = threading.Lock()
 
     # -- prompt -------------------------------------------------------------------------------------
@@ -135,16 +135,19 @@ class TranscriptAdapter(Adapter):
                 break
             nxt = signature.output_fields[i + 1]
             prompt += f" {render_value(outputs[f.name])}\n{nxt.prefix}:"
-        key = f"{id(lm)}\x00{prompt}"
+        # The same content-free prompt recurs for every query of a candidate: score it once. The entry
+        # keeps its LM object, so an LM that happens to reuse a freed one's id never gets its scores.
+        key = (id(lm), prompt, tuple(values))
         with self._lock:
-            cached = self._calibration.get(key)
-        if cached is None:
-            cached = self._score(lm, prompt, values)
-            with self._lock:
-                if len(self._calibration) > 256:
-                    self._calibration.clear()
-                self._calibration[key] = cached
-        return cached
+            entry = self._calibration.get(key)
+        if entry is not None and entry[0] is lm:
+            return entry[1]
+        scores = self._score(lm, prompt, values)
+        with self._lock:
+            if len(self._calibration) > 256:
+                self._calibration.clear()
+            self._calibration[key] = (lm, scores)
+        return scores
 
 
 def effective_decoding(requested: str, field: Field, lm: Any) -> str:

@@ -59,7 +59,7 @@ class LMRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict with only the fields that are set (stable for hashing)."""
-        raw = attrs.asdict(self, retain_collection_types=False)
+        raw = attrs.asdict(self, value_serializer=lambda _inst, _field, v: list(v) if isinstance(v, tuple) else v)
         return {k: v for k, v in raw.items() if v not in (None, (), [])}
 
     def text(self) -> str:

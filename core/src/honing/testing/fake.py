@@ -66,6 +66,9 @@ class FakeLM:
 
     complete = __call__
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> FakeLM:
+        return self  # like the real LM: programs are copied, the model they call is shared
+
     def to_state(self) -> dict[str, Any]:
         return {"model": self.model}
 
