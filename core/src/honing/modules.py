@@ -113,11 +113,15 @@ class Module:
 
         save_program(self, path)
 
-    def load(self, path: str | os.PathLike[str]) -> Module:
-        """Load state saved from a program of the same shape; returns self. Nothing is executed."""
+    def load(self, path: str | os.PathLike[str], *, allow_endpoints: bool = False) -> Module:
+        """Load state saved from a program of the same shape; returns self. Nothing is executed.
+
+        A file that points an LM at another endpoint (`api_base`, headers, ...) is refused unless
+        `allow_endpoints=True`: a downloaded program must not be able to send your API key elsewhere.
+        """
         from honing.serialization import load_program
 
-        load_program(self, path)
+        load_program(self, path, allow_endpoints=allow_endpoints)
         return self
 
 

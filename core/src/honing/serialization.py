@@ -302,15 +302,36 @@ def check_shape(program: Any, doc: ProgramDocument, *, file: str | None = None) 
             raise LoadError(f"unknown decoding {state.decoding!r}", file=file, path=f"$.predictors[{i}].decoding")
 
 
-def load_program(program: Any, path: str | os.PathLike[str]) -> None:
+#: LM settings a file may set. Anything else (an endpoint, headers, a provider override) could send
+#: the user's API key somewhere else, so it is refused unless the caller passes allow_endpoints=True.
+TRUSTED_LM_KEYS = {"model", "temperature", "max_tokens", "num_retries", "cache", "timeout", "history_size", "kwargs"}
+TRUSTED_LM_KWARGS = {"top_p", "seed", "n", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs",
+                     "reasoning_effort", "retry_base", "retry_cap", "max_retry_after"}
+
+
+def check_lm_state(state: dict[str, Any], *, path: str, file: str | None, allow_endpoints: bool) -> None:
+    if allow_endpoints:
+        return
+    untrusted = sorted(set(state) - TRUSTED_LM_KEYS)
+    kwargs = state.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise LoadError("LM kwargs must be an object", file=file, path=f"{path}.kwargs")
+    untrusted += sorted(f"kwargs.{k}" for k in set(kwargs) - TRUSTED_LM_KWARGS)
+    if untrusted:
+        raise LoadError(f"the file sets LM {', '.join(untrusted)}, which could send your API key elsewhere; "
+                        "load(path, allow_endpoints=True) if you trust this file", file=file, path=path)
+
+
+def load_program(program: Any, path: str | os.PathLike[str], *, allow_endpoints: bool = False) -> None:
     """Load a saved file into `program`. All-or-nothing: on any error the program is unchanged."""
     file = str(path)
     doc = read_document(path)
-    apply_document(program, doc, file=file, base_path=str(Path(path).resolve().parent))
+    apply_document(program, doc, file=file, base_path=str(Path(path).resolve().parent),
+                   allow_endpoints=allow_endpoints)
 
 
 def apply_document(program: Any, doc: ProgramDocument, *, file: str | None = None,
-                   base_path: str | None = None) -> None:
+                   base_path: str | None = None, allow_endpoints: bool = False) -> None:
     check_shape(program, doc, file=file)
     predictors = dict(program.named_predictors())
     staged = []
@@ -320,6 +341,7 @@ def apply_document(program: Any, doc: ProgramDocument, *, file: str | None = Non
         if state.lm is not None:
             from honing.lm.client import LM
 
+            check_lm_state(state.lm, path=f"$.predictors[{i}].lm", file=file, allow_endpoints=allow_endpoints)
             try:
                 lm = LM.from_state(state.lm)
             except Exception as exc:  # noqa: BLE001 - any bad LM state is the file's problem
