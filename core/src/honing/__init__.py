@@ -7,7 +7,12 @@ demos or weights to maximise the metric.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# llama.cpp's OpenMP threads spin while waiting by default, which makes the embedded model 6-10x slower
+# whenever anything else runs on the machine. Must be set before llama_cpp is imported; a user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from honing import metrics
 from honing._version import __version__

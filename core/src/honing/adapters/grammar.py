@@ -1,7 +1,8 @@
 """Python types -> llama.cpp GBNF grammars for one output value, as the transcript adapter renders it.
 
 `value_grammar(annotation)` returns a complete grammar (with a ``root`` rule) that admits exactly the
-text of one value of that type as it appears after ``"Field: "`` in a transcript:
+text of one value of that type as it appears after ``"Field:"`` in a transcript (by default preceded by
+an optional single space, see `value_grammar`):
 
 =========================  ===================================================================
 ``str``                    one non-empty line that does not start with whitespace
@@ -249,13 +250,32 @@ class _Builder:
         raise SignatureError(f"cannot build a grammar for an output of type {_describe(annotation)}")
 
 
-def value_grammar(annotation: Any) -> str:
-    """A complete GBNF grammar (``root ::= ...``) for one value of `annotation` after ``"Field: "``.
+def value_grammar(annotation: Any, *, leading_space: bool | None = None, newline: bool = True) -> str:
+    """A complete GBNF grammar (``root ::= ...``) for one value of `annotation`, as written after a
+    field label.
+
+    `leading_space` says whether the value is preceded by one space:
+
+    - None (default): an optional single space, so the grammar fits a prompt ending with ``"Field:"``
+      (the model writes ``" positive"``) as well as one ending with ``"Field: "``. Callers strip the text.
+    - True: exactly one space, then the value (for a prompt ending with ``"Field:"``).
+    - False: the value alone (for a prompt ending with ``"Field: "``).
+
+    BPE tokenizers write the space together with the next word (``" positive"`` is one token), so
+    forbidding it after ``"Field:"`` pushes the model off its preferred tokens: on a 6-query few-shot
+    intent test SmolLM2-135M got 3/6 right without the space and 5/6 with it.
+
+    With `newline` (default) the value may be followed by one ``"\\n"``, after which the grammar is
+    complete: in a transcript a value ends with a newline, and a model that wants to end the line must be
+    allowed to (a grammar that only allows the end-of-text token there makes a small model keep going,
+    e.g. ``" 18"`` becomes ``" 18000000000..."``). Pass ``"\\n"`` as a stop sequence, or strip the text.
 
     Raises `SignatureError` for types it cannot express (see the module doc for the supported ones).
     """
     builder = _Builder()
     root = builder.value(annotation)
-    lines = [f"root ::= {root}"]
+    prefix = {None: '" "? ', True: '" " ', False: ""}[leading_space]
+    suffix = ' "\\n"?' if newline else ""
+    lines = [f"root ::= {prefix}{root}{suffix}"]
     lines.extend(f"{name} ::= {body}" for name, body in builder.rules.items())
     return "\n".join(lines) + "\n"

@@ -550,6 +550,10 @@ class LM:
 
     def _map_error(self, exc: BaseException, attempt: int) -> Exception:
         """A honing error for `exc`, with every key scrubbed from its message."""
+        from honing.errors import HoningError
+
+        if isinstance(exc.__cause__, HoningError):  # the local provider's own error, wrapped by litellm
+            return exc.__cause__
         status = status_code_of(exc)
         message = scrub(f"{type(exc).__name__}: {exc}", self._all_secrets())
         litellm = _litellm()
