@@ -68,9 +68,9 @@ def no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture(scope="session")
-def local_lm() -> Any:
-    """The embedded model. Calls are cached per test (HONING_CACHE_DIR is per test), so tests stay honest."""
+@pytest.fixture
+def local_lm(honing_cache_dir: Path) -> Any:
+    """The embedded model, with this test's own empty cache (the weights load once per process)."""
     import honing as hn
 
     return hn.LM("local/smollm2-135m")
