@@ -57,7 +57,7 @@ def splits(seed: int = 0) -> tuple[list[hn.Example], list[hn.Example], list[hn.E
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--optimizer", default="BootstrapFewShotWithRandomSearch")
+    parser.add_argument("--optimizer", default="LabeledFewShot")
     parser.add_argument("--out", default="banking77_compiled.json")
     parser.add_argument("--lm", default="local/smollm2-135m")
     args = parser.parse_args(argv)
@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     import honing.optimizers
 
     optimizer_cls = getattr(honing.optimizers, args.optimizer)
-    params = {"num_candidate_programs": 6} if args.optimizer == "BootstrapFewShotWithRandomSearch" else {}
+    # Measured on Banking77-10 with SmolLM2-135M and calibrated choice scoring: 16 inline demos give
+    # 0.56-0.68 dev accuracy, 32 give 0.78-0.80 (two seeds); more is no better.
+    params = {"LabeledFewShot": {"k": 32}, "BootstrapFewShotWithRandomSearch": {"num_candidate_programs": 6}}.get(
+        args.optimizer, {})
     optimizer = optimizer_cls(metric=intent_match, **params)
     compiled = optimizer.compile(program, trainset=train, valset=val)
     compiled.save(args.out)
