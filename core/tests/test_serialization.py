@@ -173,3 +173,15 @@ def test_save_is_atomic_and_never_leaves_half_a_file(tmp_path, monkeypatch):
         hn.Predict(Classify).save(path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.json"]
+
+
+def test_the_decoding_a_predictor_used_is_saved(tmp_path):
+    from honing.testing.fake import FakeLM
+
+    program = hn.Predict(Classify)
+    with hn.context(lm=FakeLM(responder=lambda r: {c: 0.0 for c in r.choices}, scoring=True)):
+        program(text="where is my card")
+    assert program.decoding_used == {"intent": "calibrated"}
+    program.save(tmp_path / "p.json")
+    assert json.loads((tmp_path / "p.json").read_text())["predictors"][0]["decoding_used"] == {"intent": "calibrated"}
+    assert hn.Predict(Classify).load(tmp_path / "p.json").decoding_used == {"intent": "calibrated"}

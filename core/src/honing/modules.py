@@ -183,6 +183,9 @@ class Predict(Module):
         self.decoding = decoding
         self.temperature = temperature
         self.max_tokens = max_tokens
+        #: How each output field was actually produced in the latest call (e.g. {"intent": "calibrated"}),
+        #: saved with the program so a reader knows which decoding its scores were measured with.
+        self.decoding_used: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Predict({self.signature!r}, demos={len(self.demos)})"
@@ -204,6 +207,8 @@ class Predict(Module):
         outputs, meta = adapter.run(lm, self.signature, demos, values, decoding=self.decoding,
                                     temperature=sampling.get("temperature", self.temperature),
                                     max_tokens=self.max_tokens, rollout=sampling.get("rollout"))
+        self.decoding_used = dict(meta.get("decoding") or {}) if isinstance(meta.get("decoding"), dict) else {
+            f.name: str(meta.get("decoding")) for f in self.signature.output_fields}
         prediction = Prediction.from_outputs(outputs, meta)
         tracing.record_call(self.name_in_program(), self, values, outputs)
         return prediction

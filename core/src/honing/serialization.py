@@ -54,6 +54,7 @@ class PredictorState:
     demos: tuple[dict[str, Any], ...] = ()
     lm: dict[str, Any] | None = None
     decoding: str = "auto"
+    decoding_used: dict[str, str] = attrs.Factory(dict)
     adapter: str | None = None
 
 
@@ -109,6 +110,7 @@ def program_document(program: Any) -> ProgramDocument:
             demos=tuple(_json_safe(dict(d)) for d in predictor.demos),
             lm=lm_state,
             decoding=predictor.decoding,
+            decoding_used=dict(getattr(predictor, "decoding_used", {})),
             adapter=adapter,
         ))
     extra = {path: module.extra_state() for path, module in program.named_submodules() if module.extra_state()}
@@ -362,6 +364,7 @@ def apply_document(program: Any, doc: ProgramDocument, *, file: str | None = Non
         if lm is not None:
             predictor.lm = lm
         predictor.decoding = state.decoding
+        predictor.decoding_used = dict(state.decoding_used)
         if state.adapter is not None:
             predictor.adapter = state.adapter
     for path, state in doc.extra_state.items():
