@@ -31,6 +31,7 @@ imported, ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (see `_import_llama_cpp`).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ctypes
 import importlib.util
 import math
@@ -786,8 +787,20 @@ def get_engine(path: str | os.PathLike[str]) -> LocalEngine:
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
+            if not _engines:
+                atexit.register(_close_engines)
             engine = _engines[key] = LocalEngine(key)
         return engine
+
+
+def _close_engines() -> None:
+    """Free llama.cpp models before interpreter teardown: freed later, llama-cpp-python's own finaliser
+    runs after its C bindings are gone and prints a TypeError traceback at every exit."""
+    for engine in list(_engines.values()):
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
 
 
 # --------------------------------------------------------------------------------------------------
