@@ -23,6 +23,7 @@ import cattrs
 
 from honing._version import __version__
 from honing.errors import LoadError
+from honing.jsontext import nesting_depth
 from honing.optimizers.record import OptimizerRecord
 from honing.signatures import Field, type_to_str
 
@@ -193,7 +194,7 @@ def parse_document(data: bytes | str, *, file: str | None = None,
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
         raise LoadError(f"not UTF-8 text (byte {exc.start})", file=file) from None
-    if _nesting_depth(text) > MAX_DEPTH:
+    if nesting_depth(text) > MAX_DEPTH:
         raise LoadError(f"JSON nested deeper than {MAX_DEPTH} levels", file=file, path="$")
     try:
         raw = json.loads(text, parse_constant=_reject_constant)
@@ -225,28 +226,6 @@ def parse_document(data: bytes | str, *, file: str | None = None,
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
-
-
-def _nesting_depth(text: str) -> int:
-    """Maximum bracket depth outside strings (cheap, linear; run before json.loads)."""
-    depth = best = 0
-    in_string = escape = False
-    for ch in text:
-        if in_string:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            best = max(best, depth)
-        elif ch in "]}":
-            depth -= 1
-    return best
 
 
 def _json_type(value: Any) -> str:

@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from honing.adapters.base import Adapter, usable_demos
 from honing.adapters.chat import describe_fields
-from honing.adapters.parsing import _first_json, closed_values, parse_value, render_value
+from honing.adapters.parsing import closed_values, parse_value, render_value
 from honing.errors import ParseError
+from honing.jsontext import first_json
 from honing.lm.types import LMRequest
 from honing.signatures import Signature, is_optional
 
@@ -76,7 +77,7 @@ class JSONAdapter(Adapter):
 
     def parse(self, signature: type[Signature], text: str) -> dict[str, Any]:
         try:
-            data = json.loads(_first_json(text))
+            data = json.loads(first_json(text))
         except json.JSONDecodeError as exc:
             if len(signature.output_fields) == 1 and "{" not in text:  # a bare value for the only output
                 return {signature.output_fields[0].name: parse_value(text, signature.output_fields[0])}

@@ -14,6 +14,7 @@ import typing
 from typing import Any, Literal
 
 from honing.errors import ParseError
+from honing.jsontext import first_json
 from honing.signatures import Field, is_optional
 
 _INT = re.compile(r"[-+]?\d[\d,_]*")
@@ -85,7 +86,7 @@ def _parse(text: Any, annotation: Any) -> Any:
     origin = typing.get_origin(inner)
     if origin in (list, dict):
         try:
-            value = json.loads(_first_json(stripped))
+            value = json.loads(first_json(stripped))
         except (ValueError, json.JSONDecodeError):
             if origin is list:
                 items = [line.strip(" -*•\t").strip() for line in re.split(r"[\n,]", stripped)]
@@ -179,32 +180,3 @@ def _strip_quotes(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"`":
         return text[1:-1].strip()
     return text
-
-
-def _first_json(text: str) -> str:
-    """The first balanced {...} or [...] in text (models like to wrap JSON in prose or fences)."""
-    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-    if start < 0:
-        return text
-    opening = text[start]
-    closing = "}" if opening == "{" else "]"
-    depth, in_string, escape = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch == opening:
-            depth += 1
-        elif ch == closing:
-            depth -= 1
-            if depth == 0:
-                return text[start:i + 1]
-    return text[start:]
