@@ -8,7 +8,8 @@ loading it runs no code.
 Every `put` is its own committed transaction in WAL mode, so a completion is on disk once the call that
 made it returns (a process killed right after loses nothing; `synchronous=NORMAL` trades only the last
 transactions on power loss). Many threads share one connection behind a lock; many processes share the
-file through SQLite's locking, waiting up to `busy_timeout` for each other.
+file through SQLite's locking, waiting up to `busy_timeout` for each other. That sharing is
+`SQLiteFile`, which the embedding cache (`honing.embedders.EmbeddingCache`) uses too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import platformdirs
 
@@ -55,26 +56,55 @@ def cache_key(payload: Any) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-class DiskCache:
-    """A key -> JSON-dict store in one SQLite file (see the module docstring).
+_default_lock = threading.Lock()
+_default_stores: dict[tuple[type, Path], SQLiteFile] = {}
 
-    `path` is the database file, or a directory to hold ``lm-cache.sqlite3``.
+
+def _set_up(conn: sqlite3.Connection, schema: str) -> None:
+    """Switch to WAL and create the schema. Processes opening a fresh file at the same moment can get
+    "database is locked" here without SQLite's busy handler being consulted (the journal-mode change
+    needs an exclusive lock), so this step waits and retries on its own, up to `BUSY_TIMEOUT_MS`."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(schema)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+class SQLiteFile:
+    """One SQLite file shared by threads and processes, the way honing's caches need it.
+
+    Subclasses set `filename` (used when `path` is a directory) and `schema` (SQL run once per
+    connection, e.g. ``CREATE TABLE IF NOT EXISTS ...``). Many threads share one connection behind
+    `_lock`; processes share the file through SQLite's locking in WAL mode, waiting up to
+    `BUSY_TIMEOUT_MS` for each other; a forked child opens its own connection. Call `_connection()`
+    with `_lock` held.
     """
+
+    filename: ClassVar[str]
+    schema: ClassVar[str]
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         p = Path(path).expanduser()
         if p.is_dir() or (not p.exists() and p.suffix == ""):
-            p = p / CACHE_FILENAME
+            p = p / self.filename
         self.path = p.resolve()
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
 
     def __repr__(self) -> str:
-        return f"DiskCache({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
 
     def _connection(self) -> sqlite3.Connection:
-        # called with self._lock held
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         # a connection is never used across fork: the child opens its own
@@ -82,13 +112,38 @@ class DiskCache:
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
                                isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS completions "
-                     "(key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)")
+        _set_up(conn, self.schema)
         self._conn = conn
         self._pid = os.getpid()
         return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    @classmethod
+    def default(cls) -> Self:
+        """The shared instance for ``default_cache_dir() / filename`` (one per class and resolved path,
+        so a changed ``$HONING_CACHE_DIR`` gets its own)."""
+        path = (default_cache_dir() / cls.filename).expanduser().resolve()
+        with _default_lock:
+            store = _default_stores.get((cls, path))
+            if store is None:
+                store = _default_stores[(cls, path)] = cls(path)
+            return store  # type: ignore[return-value]
+
+
+class DiskCache(SQLiteFile):
+    """A key -> JSON-dict store in one SQLite file (see the module docstring).
+
+    `path` is the database file, or a directory to hold ``lm-cache.sqlite3``.
+    """
+
+    filename = CACHE_FILENAME
+    schema = ("CREATE TABLE IF NOT EXISTS completions "
+              "(key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)")
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored dict for `key`, or None (a missing, unreadable or corrupt entry is a miss)."""
@@ -132,22 +187,7 @@ class DiskCache:
         with self._lock:
             self._connection().execute("DELETE FROM completions")
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-
-
-_default_lock = threading.Lock()
-_default_caches: dict[Path, DiskCache] = {}
-
 
 def get_default_cache() -> DiskCache:
     """The shared `DiskCache` for the current default directory (one instance per resolved path)."""
-    path = (default_cache_dir() / CACHE_FILENAME).expanduser().resolve()
-    with _default_lock:
-        cache = _default_caches.get(path)
-        if cache is None:
-            cache = _default_caches[path] = DiskCache(path)
-        return cache
+    return DiskCache.default()

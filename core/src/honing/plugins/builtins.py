@@ -1,7 +1,8 @@
 """The core's own registrations, loaded as a plugin like any other (distribution ``honing``).
 
 The core ships no optimizers (each lives in its own ``honing-<family>`` plugin); it registers the
-built-in adapters. Imports happen inside the hookimpls so that loading the plugin manager stays cheap.
+built-in adapters and the litellm embedders (one name prefix per embedding provider, see
+`honing.embedders`). Imports happen inside the hookimpls so that loading the plugin manager stays cheap.
 """
 
 from __future__ import annotations
@@ -14,4 +15,12 @@ def register_adapters(register: RegisterNamed) -> None:
     from honing.adapters import builtin_adapters
 
     for name, factory in builtin_adapters().items():
+        register(name, factory)
+
+
+@hookimpl
+def register_embedders(register: RegisterNamed) -> None:
+    from honing.embedders import builtin_embedders
+
+    for name, factory in builtin_embedders().items():
         register(name, factory)
