@@ -23,7 +23,8 @@ from honing.errors import HoningError, UserError
 DEFAULT_LM = "local/smollm2-135m"
 
 PROGRAM_HELP = ("the program: path/to/file.py:attr or package.module:attr, where attr is a Module or a "
-                "function/class returning one. This IMPORTS AND RUNS that Python file: use only code you trust.")
+                "function/class returning one. WARNING: this IMPORTS AND RUNS that Python code, like "
+                "`python file.py` would, so use only code you trust (saved .json programs are never executed).")
 
 
 class CLIError(UserError):
@@ -141,6 +142,24 @@ def cmd_list_optimizers(args: argparse.Namespace) -> int:
     return 0
 
 
+#: compile flags only some optimizers take: flag → the keyword their `optimize` names for it
+OPTIONAL_COMPILE_FLAGS = {"storage": "storage", "study": "study_name", "dry_run": "dry_run"}
+
+
+def _optional_compile_flags(args: argparse.Namespace, optimizer: Any) -> dict[str, Any]:
+    """The keywords of the optional flags given; a flag the optimizer does not name in its `optimize`
+    is refused before any LM call."""
+    import inspect
+
+    accepted = inspect.signature(optimizer.optimize).parameters
+    given = {keyword: getattr(args, flag) for flag, keyword in OPTIONAL_COMPILE_FLAGS.items() if getattr(args, flag)}
+    unsupported = ["--" + flag.replace("_", "-") for flag, keyword in OPTIONAL_COMPILE_FLAGS.items()
+                   if keyword in given and keyword not in accepted]
+    if unsupported:
+        raise CLIError(f"{optimizer.name} does not support {', '.join(unsupported)}")
+    return given
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from honing.plugins.registry import optimizer_registry
 
@@ -162,7 +181,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         kwargs["run_dir"] = args.run_dir
     if args.resume:
         kwargs["resume"] = True
+    kwargs.update(_optional_compile_flags(args, optimizer))
     compiled = optimizer.compile(program, trainset=trainset, valset=valset, **kwargs)
+    if args.dry_run:  # the optimizer printed its plan; nothing was compiled, so nothing is saved
+        return 0
     compiled.save(args.output)
     record = compiled.compile_record
     score = f", score {record.score:.3f}" if record is not None and record.score is not None else ""
@@ -273,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the optimizer's seed")
     p.add_argument("--run-dir", help="write the run's event log, plot and summary here")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--storage", help="the optimizer's study storage, e.g. postgresql://user:pass@host/db "
+                                     "(workers started with the same --storage and --study share one study)")
+    p.add_argument("--study", help="the study's name in --storage")
+    p.add_argument("--dry-run", action="store_true", help="print what the compile would spend and send no LM call")
     p.add_argument("-o", "--output", required=True, help="where to save the compiled program (.json)")
     p.set_defaults(func=cmd_compile)
 

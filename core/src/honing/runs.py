@@ -83,6 +83,28 @@ class RunLog:
         write_plot(self.dir / "scores.png", points, title)
 
 
+def append_event(run_dir: str | os.PathLike[str], kind: str, *, optimizer: str, parameters: dict[str, Any],
+                 **fields: Any) -> None:
+    """Append one durable event to `run_dir`'s log, starting the log (a "start" event) if there is none.
+
+    `Optimizer.compile` uses this for what every compile records whatever the optimizer logs itself:
+    the outcome ("compiled", with the error counts and whether the budget ran out) or an interruption.
+    """
+    directory = Path(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / EVENTS
+    lines = []
+    if not path.exists() or path.stat().st_size == 0:
+        lines.append({"event": "start", "time": round(time.time(), 3), "optimizer": optimizer,
+                      "parameters": parameters})
+    lines.append({"event": kind, "time": round(time.time(), 3), **fields})
+    text = "".join(json.dumps(line, ensure_ascii=False, default=str) + "\n" for line in lines)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     """Every complete event; a last line cut short by a kill is ignored."""
     events = []

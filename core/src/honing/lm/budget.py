@@ -110,8 +110,11 @@ class Budget:
 
     def _refuse(self, limit: str, detail: str) -> None:
         # called with the lock held
-        raise BudgetExceeded(f"budget {limit} would be passed ({detail}); the call was not sent",
-                             spent=self._spent, limit=limit)
+        from honing.lm.usage import report_refusal
+
+        message = f"budget {limit} would be passed ({detail}); the call was not sent"
+        report_refusal(message)
+        raise BudgetExceeded(message, spent=self._spent, limit=limit)
 
     def _free(self, r: Reservation) -> None:
         self._reserved_calls -= r.calls

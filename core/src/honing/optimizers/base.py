@@ -9,7 +9,9 @@ Subclasses implement `optimize(program, trainset=..., valset=..., teacher=...)` 
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -17,7 +19,7 @@ from typing import Any, ClassVar
 import attrs
 
 from honing.data import Example
-from honing.errors import OptimizerError
+from honing.errors import BudgetExceeded, OptimizerError
 from honing.lm.usage import track_usage
 from honing.modules import Module, program_inputs
 from honing.optimizers.record import OptimizerRecord
@@ -42,6 +44,8 @@ class Optimizer:
         self.hyperparameters = dict(hyperparameters)
         self.seed = hyperparameters.get("seed", 0)
         self.notes: list[str] = []
+        #: failed examples an optimizer counted without writing them into its own record (see `compile`)
+        self.example_errors = 0
 
     @property
     def name(self) -> str:
@@ -53,18 +57,52 @@ class Optimizer:
     # -- the template -------------------------------------------------------------------------------
     def compile(self, student: Module, *, trainset: Sequence[Example], valset: Sequence[Example] | None = None,
                 teacher: Module | None = None, **kwargs: Any) -> Module:
-        """Return an optimized copy of `student` (which is left untouched)."""
+        """Return an optimized copy of `student` (which is left untouched).
+
+        `run_dir=` (every optimizer takes it): the run's event log. Optimizers that log their candidates
+        or trials receive it; for the others the base class keeps the log (start and outcome). Either
+        way the last event says how the compile ended: "compiled" (with the errors counted and whether
+        a Budget ran out) or "interrupted" (Ctrl-C; a message says how to resume).
+
+        Budgets: when a Budget refuses a call during the compile, the program returned is the best
+        found before that and its record says ``budget_limited=True`` (also when the optimizer caught
+        the refusal itself). An optimizer with nothing usable yet lets `BudgetExceeded` propagate; one
+        that has something may raise it with ``best_program`` set to that program instead of returning.
+        """
         self.validate(student, trainset, valset, teacher)
+        run_dir, resume = kwargs.get("run_dir"), bool(kwargs.get("resume", False))
+        if run_dir is not None and not _takes(self.optimize, "run_dir"):
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("run_dir", "resume")}
+            self._own_run_log(run_dir, resume)
         program = student.deepcopy()
         program.compile_record = None
         self.notes = []
+        self.example_errors = 0
         started = time.perf_counter()
+        best_on_refusal: Module | None = None
         with track_usage() as tracker:
-            compiled = self.optimize(program, trainset=list(trainset),
-                                     valset=list(valset) if valset is not None else None,
-                                     teacher=teacher, **kwargs)
+            try:
+                compiled = self.optimize(program, trainset=list(trainset),
+                                         valset=list(valset) if valset is not None else None,
+                                         teacher=teacher, **kwargs)
+            except BudgetExceeded as exc:
+                best_on_refusal = getattr(exc, "best_program", None)
+                if not isinstance(best_on_refusal, Module):
+                    self._log(run_dir, "budget_exceeded", error=str(exc), calls=tracker.total.calls)
+                    raise BudgetExceeded(f"{self.name}: the budget ran out before anything usable was found "
+                                         f"({exc})", spent=exc.spent, limit=exc.limit) from exc
+                compiled = best_on_refusal
+            except KeyboardInterrupt:
+                self._interrupted(run_dir, tracker.total.calls)
+                raise
         usage = tracker.total
         partial: OptimizerRecord | None = compiled.compile_record
+        budget_limited = bool(partial and partial.budget_limited) or best_on_refusal is not None
+        forced = bool(tracker.refusals) and not budget_limited
+        if forced:
+            budget_limited = True
+            self.note(f"a Budget refused {tracker.refusals} call(s) during the compile ({tracker.last_refusal}); "
+                      "this is the best program found before that")
         compiled.compile_record = attrs.evolve(
             partial or OptimizerRecord(name=self.name),
             name=self.name,
@@ -76,10 +114,44 @@ class Optimizer:
             cost=usage.cost,
             cache_hits=usage.cache_hits,
             wall_time=round(time.perf_counter() - started, 3),
+            budget_limited=budget_limited,
+            errors=(partial.errors if partial else 0) + self.example_errors,
             notes=tuple([*(partial.notes if partial else ()), *self.notes]),
             **self._distribution(),
         )
+        record = compiled.compile_record
+        if run_dir is not None and (forced or best_on_refusal is not None or not _ends_with_finish(run_dir)):
+            self._log(run_dir, "compiled", score=record.score, errors=record.errors, budget_limited=budget_limited,
+                      calls=record.calls, cache_hits=record.cache_hits, candidates=len(record.candidates),
+                      per_candidate_errors={str(c.get("key", i)): c.get("errors", 0)
+                                            for i, c in enumerate(record.candidates)})
         return compiled
+
+    def _own_run_log(self, run_dir: Any, resume: bool) -> None:
+        """The run log of an optimizer that does not keep one itself: refuse to reuse a run directory
+        without `resume` (like `RunLog`), then record the start."""
+        from honing.runs import RunLog
+
+        RunLog(run_dir, optimizer=self.name, parameters=self.record_parameters(), resume=resume)
+
+    def _log(self, run_dir: Any, kind: str, **fields: Any) -> None:
+        if run_dir is None:
+            return
+        from honing.runs import append_event
+
+        append_event(run_dir, kind, optimizer=self.name, parameters=self.record_parameters(), **fields)
+
+    def _interrupted(self, run_dir: Any, calls: int) -> None:
+        """Ctrl-C: record it in the run log (flushed and fsync'd) and say how to carry on."""
+        self._log(run_dir, "interrupted", calls=calls)
+        if run_dir is not None:
+            sys.stderr.write(f"\n{self.name}: interrupted. Every finished step is in the run log {run_dir}; "
+                             f"run the same compile again with --resume (resume=True, run_dir={str(run_dir)!r}) "
+                             "to continue without paying for them again.\n")
+        else:
+            sys.stderr.write(f"\n{self.name}: interrupted. Nothing was saved to resume from: pass --run-dir "
+                             "(run_dir=...) to make a compile resumable.\n")
+        sys.stderr.flush()
 
     def optimize(self, program: Module, *, trainset: list[Example], valset: list[Example] | None,
                  teacher: Module | None, **kwargs: Any) -> Module:
@@ -156,6 +228,25 @@ def check_same_shape(student: Module, other: Module, what: str = "teacher") -> N
         fb = [(f.name, f.role, f.type_name) for f in b.signature.fields]
         if fa != fb:
             raise OptimizerError(f"{what} predictor {name!r} has fields {fb}, the student's has {fa}")
+
+
+def _ends_with_finish(run_dir: Any) -> bool:
+    """Did the optimizer close its own run log with a "finish" event (its summary)?"""
+    from pathlib import Path
+
+    from honing.runs import EVENTS, read_events
+
+    path = Path(run_dir) / EVENTS
+    events = read_events(path) if path.exists() else []
+    return bool(events) and events[-1].get("event") == "finish"
+
+
+def _takes(function: Any, name: str) -> bool:
+    """Does `function` name the parameter `name` (a bare ``**kwargs`` does not count)?"""
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return True
 
 
 def _jsonable(value: Any) -> Any:
