@@ -5,6 +5,10 @@ of Banking77 shipped in examples/banking77/ (CC-BY-4.0, PolyAI; Casanueva et al.
 ATTRIBUTION.md there). Usage:
 
     .venv/bin/python examples/banking77_demo.py [--optimizer NAME] [--out compiled.json]
+
+The default optimizer, BootstrapFewShotWithRandomSearch, searches nine candidates (zero-shot,
+labelled-only, one bootstrap pass, six shuffled bootstraps), each scored on the 40 validation queries,
+and keeps the best. Measured: 0.53 zero-shot, 0.72 compiled on the 100 held-out queries (395 LM calls).
 """
 
 from __future__ import annotations
@@ -51,13 +55,13 @@ def splits(seed: int = 0) -> tuple[list[hn.Example], list[hn.Example], list[hn.E
         train += group[:6]
         val += group[6:10]
         dev += group[10:20]
-    make = lambda rs: [hn.Example(**r).with_inputs("text") for r in rs]  # noqa: E731
+    make = lambda rs: [hn.Example(**r).with_inputs("text") for r in rs]
     return make(train), make(val), make(dev)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--optimizer", default="LabeledFewShot")
+    parser.add_argument("--optimizer", default="BootstrapFewShotWithRandomSearch")
     parser.add_argument("--out", default="banking77_compiled.json")
     parser.add_argument("--lm", default="local/smollm2-135m")
     args = parser.parse_args(argv)

@@ -1,5 +1,7 @@
-"""Demos shared by every optimizer family: labelled demos sampled from a trainset, and demos
-bootstrapped from the traces of a teacher program whose runs pass the metric.
+"""Demos shared by every optimizer family: labelled demos sampled from a trainset, demos
+bootstrapped from the traces of a teacher program whose runs pass the metric, the default teacher
+(the student with labelled demos), and one candidate's demos assembled from a bootstrap pass and a
+labelled fill.
 
 A demo is a plain dict of one predictor's field values. Keys starting with "_" are bookkeeping that
 never reaches a prompt: `_source` ("labeled" or "bootstrap") and `_example` (the trainset index it
@@ -86,6 +88,7 @@ def bootstrap_demos(teacher: Module, trainset: Sequence[Example], metric: Callab
     runs, so a demo never answers its own question. Round r > 0 retries a failure with a fresh sample
     (temperature `retry_temperature`, a new rollout id, so the cache does not return the same failure).
     Errors are counted; the (max_errors + 1)-th raises TooManyErrors carrying what was bootstrapped.
+    A BudgetExceeded propagates with `.partial` set to what was bootstrapped before it.
     """
     names = {id(p): n for n, p in teacher.named_predictors()}
     demos: dict[str, list[dict[str, Any]]] = {n: [] for n in names.values()}
@@ -101,7 +104,11 @@ def bootstrap_demos(teacher: Module, trainset: Sequence[Example], metric: Callab
             attempts += 1
             try:
                 records, score = _run_hidden(teacher, example, metric, round_, retry_temperature)
-            except (BudgetExceeded, ConfigurationError, KeyboardInterrupt):
+            except BudgetExceeded as exc:
+                # what was bootstrapped before the budget ran out stays usable
+                exc.partial = Bootstrap(demos, tuple(used), attempts, errors, failures)
+                raise
+            except (ConfigurationError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001 - counted, not fatal, until max_errors
                 errors += 1
@@ -121,6 +128,43 @@ def bootstrap_demos(teacher: Module, trainset: Sequence[Example], metric: Callab
                 break
             failures[index] = "failed metric"
     return Bootstrap(demos, tuple(used), attempts, errors, failures)
+
+
+def make_teacher(program: Module, trainset: Sequence[Example], teacher: Module | None, *,
+                 max_labeled_demos: int, seed: Any) -> Module:
+    """The program whose passing runs become demos.
+
+    Default: a copy of the student with `max_labeled_demos` labelled demos per predictor. A given
+    teacher (same predictors and fields as the student; checked by `Optimizer.validate`) is copied and
+    keeps its demos; only its predictors without any get labelled ones.
+    """
+    result = teacher.deepcopy() if teacher is not None else program.deepcopy()
+    if teacher is None:
+        for predictor in result.predictors():
+            predictor.demos = []
+    if max_labeled_demos > 0:
+        labelled = sample_labeled(result, trainset, max_labeled_demos, seed=f"{seed}:teacher")
+        for name, predictor in result.named_predictors():
+            if not predictor.demos:
+                predictor.demos = labelled[name]
+    return result
+
+
+def assemble(program: Module, trainset: Sequence[Example], boot: Bootstrap, *, max_bootstrapped_demos: int,
+             max_labeled_demos: int, seed: Any) -> dict[str, list[dict[str, Any]]]:
+    """Each predictor's bootstrapped demos (at most `max_bootstrapped_demos`), then labelled examples up
+    to `max_labeled_demos` in all.
+
+    The labelled fill comes from every trainset example not bootstrapped; each predictor samples that
+    whole pool with its own seeded RNG (a later predictor does not sample from an earlier one's sample).
+    """
+    fill = sample_labeled(program, trainset, max_labeled_demos, seed=seed, exclude=boot.used)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, _ in program.named_predictors():
+        booted = [dict(d) for d in boot.demos.get(name, [])][:max_bootstrapped_demos]
+        n_labeled = max(0, max_labeled_demos - len(booted))
+        out[name] = [*booted, *fill[name][:n_labeled]]
+    return out
 
 
 def _run_hidden(teacher: Module, example: Example, metric: Callable[..., Any] | None, round_: int,

@@ -55,6 +55,8 @@ class CandidateResult:
     state: dict[str, dict[str, Any]]
     n_examples: int = 0
     from_log: bool = False
+    #: each example's score, in evaluation-set order (for paired comparisons of candidates)
+    example_scores: tuple[float, ...] = attrs.field(default=(), converter=tuple)
 
     def summary(self) -> dict[str, Any]:
         """What goes into the compiled program's record for this candidate."""
@@ -66,15 +68,23 @@ class CandidateResult:
 
 
 class SearchState:
-    """The candidates scored so far and the best one (ties keep the earlier candidate)."""
+    """The candidates scored so far and the best one.
 
-    def __init__(self) -> None:
+    On an exact tie the candidate with the larger `tie_break(result)` wins (e.g. more demos); without a
+    `tie_break`, or when that ties too, the earlier candidate is kept.
+    """
+
+    def __init__(self, tie_break: Callable[[CandidateResult], Any] | None = None) -> None:
         self.results: list[CandidateResult] = []
         self.best: CandidateResult | None = None
+        self.tie_break = tie_break
 
     def add(self, result: CandidateResult) -> None:
         self.results.append(result)
-        if self.best is None or result.score > self.best.score:
+        best = self.best
+        wins_tie = (best is not None and result.score == best.score and self.tie_break is not None
+                    and self.tie_break(result) > self.tie_break(best))
+        if best is None or result.score > best.score or wins_tie:
             self.best = result
 
     @property
@@ -83,9 +93,12 @@ class SearchState:
 
 
 class CandidateEvaluator:
-    """Scores candidate programs on one evaluation set with one metric, logging each as it finishes."""
+    """Scores candidate programs on one evaluation set with one metric, logging each as it finishes.
 
-    def __init__(self, devset: Sequence[Example], metric: Callable[..., Any], *, num_threads: int = 1,
+    `num_threads` None means the configured default (``hn.configure(num_threads=...)``).
+    """
+
+    def __init__(self, devset: Sequence[Example], metric: Callable[..., Any], *, num_threads: int | None = 1,
                  max_errors: int | None = None, display_progress: bool = False, run_log: RunLog | None = None,
                  event: str = "candidate") -> None:
         self.devset = list(devset)
@@ -105,7 +118,8 @@ class CandidateEvaluator:
         if logged is not None and logged.get("params") == _jsonable(params):
             return CandidateResult(key, float(logged["score"]), int(logged.get("errors", 0)), Usage(),
                                    0.0, params, logged.get("state", program_state(program)),
-                                   int(logged.get("n_examples", 0)), from_log=True)
+                                   int(logged.get("n_examples", 0)), from_log=True,
+                                   example_scores=logged.get("example_scores", ()))
         examples = list(devset) if devset is not None else self.devset
         started = time.perf_counter()
         evaluate = Evaluate(devset=examples, metric=self.metric, num_threads=self.num_threads,
@@ -117,12 +131,14 @@ class CandidateEvaluator:
                 self.run_log.event(f"{self.event}_failed", key=key, params=_jsonable(params), error=str(exc))
             raise
         result = CandidateResult(key, outcome.score, outcome.n_errors, outcome.usage,
-                                 time.perf_counter() - started, params, program_state(program), len(examples))
+                                 time.perf_counter() - started, params, program_state(program), len(examples),
+                                 example_scores=[r.score for r in outcome.results])
         if self.run_log is not None:
             errors = [r.error for r in outcome.errors][:5]
             self.run_log.event(self.event, key=key, score=result.score, errors=result.n_errors,
                                error_samples=errors, params=_jsonable(params), n_examples=len(examples),
-                               usage=result.usage.to_dict(), seconds=round(result.wall_time, 3), state=result.state)
+                               usage=result.usage.to_dict(), seconds=round(result.wall_time, 3), state=result.state,
+                               example_scores=list(result.example_scores))
         return result
 
 

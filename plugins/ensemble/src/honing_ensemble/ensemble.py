@@ -1,0 +1,348 @@
+"""Ensemble: one program that runs several programs on the same inputs and reduces their predictions.
+
+    programs = search.top_programs(3)                # e.g. random search's three best candidates
+    ensemble = Ensemble(size=None).compile(programs)  # an EnsembleProgram (a Module)
+    ensemble.save("ensemble.json")                   # every member, in one file
+    again = EnsembleProgram.like("ensemble.json", lambda: hn.Predict(Classify))
+
+Members are saved under their position (``members.0``, ``members.1.predict``, ...), and the
+ensemble's own settings (size, seed, deterministic, reducer name) as its extra state. Loading needs an
+EnsembleProgram with as many members of the same shape: `EnsembleProgram.like(path, factory)` builds
+one from the file's member count.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import honing
+from honing.data import Example, Prediction
+from honing.errors import BudgetExceeded, ConfigurationError, InputError, LoadError, OptimizerError
+from honing.metrics import normalize
+from honing.modules import Module, program_inputs
+from honing.optimizers.base import check_examples
+from honing.optimizers.record import OptimizerRecord
+
+Reducer = Callable[[list[Prediction]], Any]
+
+
+# ----------------------------------------------------------------------------------------------------
+# reducers
+
+def majority(predictions: Sequence[Prediction]) -> Prediction:
+    """Vote per output field: the value most predictions give, compared as normalised text (case,
+    punctuation, articles and spacing ignored). A tie goes to the value of the earliest member, so list
+    the members best first. Fields are voted independently; the winning value is returned as the first
+    member that gave it wrote it."""
+    predictions = [p for p in predictions if p is not None]
+    if not predictions:
+        raise ValueError("majority needs at least one prediction")
+    fields: list[str] = []
+    for prediction in predictions:
+        fields.extend(k for k in prediction if not k.startswith("_") and k not in fields)
+    outputs: dict[str, Any] = {}
+    votes: dict[str, dict[str, int]] = {}
+    for name in fields:
+        counts: dict[str, int] = {}
+        first: dict[str, Any] = {}
+        for prediction in predictions:
+            if name not in prediction:
+                continue
+            key = normalize(prediction[name])
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, prediction[name])
+        # max() keeps the first maximum, and `counts` is in order of first appearance (member order)
+        winner = max(counts, key=counts.__getitem__)
+        outputs[name] = first[winner]
+        votes[name] = counts
+    return Prediction.from_outputs(outputs, {"reduce": "majority", "votes": votes, "n": len(predictions)})
+
+
+REDUCERS: dict[str, Reducer] = {"majority": majority}
+
+
+def reducer_name(fn: Reducer | None) -> str | None:
+    if fn is None:
+        return None
+    for name, known in REDUCERS.items():
+        if fn is known:
+            return name
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# the program
+
+class EnsembleProgram(Module):
+    """Runs its `members` (all, or a seeded random subset of `size` per call) and reduces their predictions.
+
+    `deterministic=True` uses the same subset (drawn from `seed`) on every call; False draws a fresh
+    subset per call from an RNG the program owns, seeded with `seed` (a loaded program starts that
+    stream afresh). The subset keeps member order, so a reducer's ties still go to the earlier member.
+    A member that fails is left out of the vote (counted in ``prediction.meta["ensemble"]``); if all
+    fail, the first error is raised. `reduce_fn=None` returns the list of member predictions.
+    """
+
+    def __init__(self, members: Sequence[Module], *, reduce_fn: Reducer | None = majority, size: int | None = None,
+                 deterministic: bool = False, seed: int = 0) -> None:
+        members = list(members)
+        if not members:
+            raise OptimizerError("EnsembleProgram needs at least one member program")
+        for i, member in enumerate(members):
+            if not isinstance(member, Module):
+                raise OptimizerError(f"members[{i}] is a {type(member).__name__}, expected a honing Module")
+        _check_size(size, len(members))
+        self.members = members
+        self.reduce_fn = reduce_fn
+        self.size = size
+        self.deterministic = bool(deterministic)
+        self.seed = seed
+        self._rng = random.Random(f"{seed}:calls")
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"EnsembleProgram({len(self.members)} members, size={self.size}, reduce_fn={reducer_name(self.reduce_fn)}, "
+                f"deterministic={self.deterministic}, seed={self.seed})")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EnsembleProgram:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for key, value in vars(self).items():
+            if key == "_lock":
+                new._lock = threading.Lock()
+            elif key == "reduce_fn":
+                new.reduce_fn = value
+            else:
+                setattr(new, key, copy.deepcopy(value, memo))
+        return new
+
+    @classmethod
+    def like(cls, source: int | str | os.PathLike[str], member_factory: Callable[[], Module],
+             **kwargs: Any) -> EnsembleProgram:
+        """An ensemble of `source` fresh members (``member_factory()`` each), or, given a saved ensemble's
+        path, one with that file's member count, loaded from it. `kwargs` go to the constructor (give
+        ``reduce_fn=`` when the file was saved with a reducer of your own)."""
+        if isinstance(source, int) and not isinstance(source, bool):
+            return cls([member_factory() for _ in range(source)], **kwargs)
+        from honing.serialization import read_document
+
+        doc = read_document(source)
+        n = (doc.extra_state.get("self") or {}).get("n_members")
+        if type(n) is not int or n < 1:
+            raise LoadError("not a saved EnsembleProgram: its extra state has no member count", file=str(source),
+                            path="$.extra_state.self.n_members")
+        program = cls([member_factory() for _ in range(n)], **kwargs)
+        return program.load(source)  # type: ignore[return-value]
+
+    # -- running ---------------------------------------------------------------------------------------
+    def chosen(self) -> list[int]:
+        """The member indices the next call runs (drawing from the program's RNG when not deterministic)."""
+        n = len(self.members)
+        if self.size is None or self.size >= n:
+            return list(range(n))
+        if self.deterministic:
+            return sorted(random.Random(f"{self.seed}:subset").sample(range(n), self.size))
+        with self._lock:
+            return sorted(self._rng.sample(range(n), self.size))
+
+    def forward(self, **inputs: Any) -> Any:
+        indices = self.chosen()
+        predictions: list[Any] = []
+        errors: list[Exception] = []
+        for i in indices:
+            try:
+                predictions.append(self.members[i](**inputs))
+            except (BudgetExceeded, ConfigurationError, InputError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one failing member does not sink the vote
+                errors.append(exc)
+        if not predictions:
+            raise errors[0]
+        if self.reduce_fn is None:
+            return predictions
+        result = self.reduce_fn(predictions)
+        if isinstance(result, Prediction):
+            result.meta["ensemble"] = {"members": indices, "failed": len(errors)}
+        return result
+
+    # -- state -----------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {"n_members": len(self.members), "size": self.size, "deterministic": self.deterministic,
+                "seed": self.seed, "reduce_fn": reducer_name(self.reduce_fn)}
+
+    def load_extra_state(self, state: dict[str, Any], *, base_path: str | None = None) -> None:
+        where = "$.extra_state.self"
+        n = state.get("n_members")
+        if n != len(self.members):
+            raise LoadError(f"the file holds an ensemble of {n} members, this EnsembleProgram has "
+                            f"{len(self.members)}; build it with EnsembleProgram.like(path, member_factory)",
+                            path=f"{where}.n_members")
+        size, seed, deterministic = state.get("size"), state.get("seed"), state.get("deterministic")
+        if size is not None and (type(size) is not int or not 1 <= size <= len(self.members)):
+            raise LoadError(f"size must be null or an integer in 1..{len(self.members)}, got {size!r}",
+                            path=f"{where}.size")
+        if type(deterministic) is not bool:
+            raise LoadError(f"deterministic must be a boolean, got {deterministic!r}", path=f"{where}.deterministic")
+        if type(seed) is not int:
+            raise LoadError(f"seed must be an integer, got {seed!r}", path=f"{where}.seed")
+        saved = state.get("reduce_fn")
+        if saved is None:
+            reduce_fn: Reducer | None = None
+        elif saved in REDUCERS:
+            reduce_fn = REDUCERS[saved]
+        elif saved == reducer_name(self.reduce_fn):
+            reduce_fn = self.reduce_fn
+        else:
+            raise LoadError(f"saved with reduce_fn {saved!r}, this program has {reducer_name(self.reduce_fn)!r}: "
+                            "build it with EnsembleProgram.like(path, member_factory, reduce_fn=<that function>)",
+                            path=f"{where}.reduce_fn")
+        unknown = sorted(set(state) - {"n_members", "size", "deterministic", "seed", "reduce_fn"})
+        if unknown:
+            raise LoadError(f"unknown ensemble setting(s) {', '.join(unknown)}", path=where)
+        self.size, self.seed, self.deterministic, self.reduce_fn = size, seed, deterministic, reduce_fn
+        self._rng = random.Random(f"{seed}:calls")
+
+
+def _check_size(size: Any, n: int | None = None) -> None:
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise OptimizerError(f"Ensemble: size must be a positive integer or None (all members), got {size!r}")
+    if n is not None and size > n:
+        raise OptimizerError(f"Ensemble: size={size} but there are only {n} programs")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the optimizer
+
+class Ensemble(honing.Optimizer):
+    """Combine several programs into one that runs them all (or a seeded subset) and votes."""
+
+    requires_metric = False
+    requires_labels = False
+
+    def __init__(self, reduce_fn: Reducer | None = majority, *, size: int | None = None, deterministic: bool = False,
+                 seed: int = 0, metric: Callable[..., Any] | None = None, num_threads: int | None = None) -> None:
+        """
+        :param reduce_fn: turns the members' predictions into one (default: `majority`, a vote per
+            output field); None returns the list.
+        :param size: members run per call (a seeded random subset); None runs all of them.
+        :param deterministic: with `size`, use the same subset on every call.
+        :param seed: seeds the subset draws.
+        :param metric: optional; with a valset, compile scores every member and the ensemble and records
+            them (the record's `score` is the ensemble's).
+        """
+        if reduce_fn is not None and not callable(reduce_fn):
+            raise OptimizerError(f"Ensemble: reduce_fn must be callable (list of predictions -> prediction) or None, "
+                                 f"got {type(reduce_fn).__name__}")
+        _check_size(size)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise OptimizerError(f"Ensemble: seed must be an integer, got {seed!r}")
+        super().__init__(metric, reduce_fn=reducer_name(reduce_fn), size=size, deterministic=bool(deterministic),
+                         seed=seed)
+        self.reduce_fn = reduce_fn
+        self.size = size
+        self.deterministic = bool(deterministic)
+        self.num_threads = num_threads
+        self._trainset_given = False
+
+    def compile(self, programs: Sequence[Module] | EnsembleProgram, *,  # type: ignore[override]
+                trainset: Sequence[Example] | None = None, valset: Sequence[Example] | None = None,
+                teacher: Module | None = None, **kwargs: Any) -> Module:
+        """One `EnsembleProgram` of copies of `programs` (a list of programs, or an EnsembleProgram whose
+        members to re-ensemble). `trainset` is optional and only checked; with a metric, `valset` is
+        used to score the members and the ensemble. The programs are left untouched."""
+        members = self._members(programs)
+        if teacher is not None:
+            raise OptimizerError("Ensemble.compile takes no teacher")
+        _check_size(self.size, len(members))
+        student = EnsembleProgram([m.deepcopy() for m in members], reduce_fn=self.reduce_fn, size=self.size,
+                                  deterministic=self.deterministic, seed=self.seed)
+        self._trainset_given = trainset is not None
+        return super().compile(student, trainset=trainset if trainset is not None else [], valset=valset,
+                               teacher=None, **kwargs)
+
+    def _members(self, programs: Any) -> list[Module]:
+        if isinstance(programs, EnsembleProgram):
+            return list(programs.members)
+        if isinstance(programs, Module):
+            raise OptimizerError(f"Ensemble.compile takes a list of programs ([p1, p2, ...]), got one "
+                                 f"{type(programs).__name__}")
+        if programs is None or isinstance(programs, (str, bytes)) or not hasattr(programs, "__iter__"):
+            raise OptimizerError(f"Ensemble.compile takes a list of programs, got {type(programs).__name__}")
+        members = list(programs)
+        if not members:
+            raise OptimizerError("Ensemble.compile: the list of programs is empty")
+        for i, member in enumerate(members):
+            if not isinstance(member, Module):
+                raise OptimizerError(f"Ensemble.compile: programs[{i}] is a {type(member).__name__}, "
+                                     "expected a honing Module")
+            if not member.predictors():
+                raise OptimizerError(f"Ensemble.compile: programs[{i}] has no predictors")
+        inputs = [program_inputs(m) for m in members]
+        known = [(i, sorted(x)) for i, x in enumerate(inputs) if x is not None]
+        for i, names in known[1:]:
+            if names != known[0][1]:
+                raise OptimizerError(f"Ensemble.compile: programs[{i}] takes inputs {names}, programs[{known[0][0]}] "
+                                     f"takes {known[0][1]}; members must take the same inputs")
+        return members
+
+    def validate(self, student: Module, trainset: Sequence[Example], valset: Sequence[Example] | None,
+                 teacher: Module | None) -> None:
+        member = student.members[0]  # type: ignore[attr-defined]
+        if self._trainset_given:
+            check_examples(member, trainset, "trainset", labels=False)
+        if valset is not None:
+            check_examples(member, valset, "valset", labels=self.metric is not None)
+
+    def optimize(self, program: Module, *, trainset: list[Example], valset: list[Example] | None,
+                 teacher: Module | None, run_dir: Any = None, resume: bool = False, **kwargs: Any) -> Module:
+        if kwargs:
+            raise TypeError(f"Ensemble.compile() got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        if self.metric is None or valset is None:
+            if run_dir is not None:
+                self.note("run_dir ignored: nothing is scored without a metric and a valset")
+            program.compile_record = OptimizerRecord(name=self.name)
+            return program
+        return self._score(program, valset, run_dir, resume)
+
+    def _score(self, program: Any, valset: list[Example], run_dir: Any, resume: bool) -> Module:
+        """Score each member, then the ensemble (whose calls the LM cache mostly serves by then)."""
+        from honing.optimizers.search import CandidateEvaluator
+        from honing.runs import RunLog
+
+        run_log = None
+        if run_dir is not None:
+            run_log = RunLog(run_dir, optimizer=self.name, parameters=self.record_parameters(), resume=resume)
+        evaluator = CandidateEvaluator(valset, self.metric, num_threads=self.num_threads,
+                                       run_log=run_log, event="candidate")
+        results = []
+        try:
+            for i, member in enumerate(program.members):
+                results.append(evaluator.evaluate(f"member_{i}", member, {"member": i}))
+            whole = evaluator.evaluate("ensemble", program, {"ensemble": True})
+        except BudgetExceeded:
+            # the ensemble itself is complete; only its scoring was cut short
+            self.note(f"the budget ran out while scoring ({len(results)} of {len(program.members)} members "
+                      "scored); the ensemble is returned unscored")
+            program.compile_record = OptimizerRecord(
+                name=self.name, scores={r.key: round(r.score, 6) for r in results},
+                candidates=tuple(r.summary() for r in results), budget_limited=True)
+            return program
+        best = max(results, key=lambda r: r.score)
+        if whole.score < best.score:
+            self.note(f"the ensemble scores {whole.score:.3f}, below its best member ({best.key}: {best.score:.3f})")
+        program.compile_record = OptimizerRecord(
+            name=self.name, score=whole.score, scores={r.key: round(r.score, 6) for r in [*results, whole]},
+            candidates=tuple(r.summary() for r in [*results, whole]),
+            errors=sum(r.n_errors for r in [*results, whole]))
+        if run_log is not None:
+            run_log.finish(summary={"score": whole.score, "best_member": best.key, "best_member_score": best.score},
+                           points=[(r.key, r.score) for r in [*results, whole]],
+                           title=f"Ensemble of {len(program.members)}: {whole.score:.3f}")
+        return program
