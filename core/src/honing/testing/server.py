@@ -40,13 +40,13 @@ Faults (`FAULT_KINDS`), drawn at random by a `FaultPlan` or scripted for the nex
 
 from __future__ import annotations
 
-import hashlib
 import email.parser
 import email.policy
+import hashlib
 import json
 import math
-import re
 import random
+import re
 import socket
 import threading
 import time
