@@ -264,3 +264,36 @@ def test_evaluate_leaves_no_settings_behind():
     before = settings.current()
     hn.Evaluate(devset=devset(2), metric=exact_match, num_threads=2)(hn.Predict(ADD, lm=adder_lm()))
     assert settings.current() == before
+
+
+class Prefetching(hn.Module):
+    """Records what Evaluate hands to `prefetch` before the calls."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.add = hn.Predict(ADD)
+        self.fail = fail
+        self.prefetched: list[list[dict]] = []
+
+    def prefetch(self, inputs):
+        self.prefetched.append([dict(x) for x in inputs])
+        if self.fail:
+            raise RuntimeError("embedding service down")
+
+    def forward(self, a, b):
+        return self.add(a=a, b=b)
+
+
+def test_evaluate_hands_the_whole_devset_to_prefetch_first():
+    program = Prefetching()
+    with hn.context(lm=adder_lm()):
+        result = hn.Evaluate(devset=devset(5), metric=exact_match)(program)
+    assert result.score == 1.0
+    assert program.prefetched == [[{"a": i, "b": 2 * i} for i in range(5)]]
+
+
+def test_a_failing_prefetch_does_not_stop_the_evaluation():
+    program = Prefetching(fail=True)
+    with hn.context(lm=adder_lm()):
+        result = hn.Evaluate(devset=devset(5), metric=exact_match)(program)
+    assert result.score == 1.0 and len(program.prefetched) == 1

@@ -7,6 +7,7 @@ failures and stops at the next one, raising `TooManyErrors` that carries every f
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,8 @@ from honing.errors import BudgetExceeded, ConfigurationError, InputError, Metric
 from honing.lm.types import Usage
 from honing.lm.usage import track_usage
 from honing.modules import Module
+
+logger = logging.getLogger(__name__)
 
 Metric = Callable[..., Any]
 
@@ -133,6 +136,7 @@ class Evaluate:
 
         with track_usage() as tracker:
             try:
+                _prefetch(program, self.devset)
                 for future in settings.map_in_threads(work, range(len(self.devset)), num_threads):
                     result = future.result()
                     with lock:
@@ -159,3 +163,14 @@ class Evaluate:
         score = sum(r.score for r in results) / denominator if denominator else 0.0
         return EvaluationResult(score, sorted(results, key=lambda r: r.index), n_errors, usage,
                                 time.perf_counter() - started)
+
+
+def _prefetch(program: Module, devset: Sequence[Example]) -> None:
+    """Let the program batch what it can ahead of the calls (`Module.prefetch`). A failure here is not
+    fatal: each example then meets it again in its own call and it is counted there."""
+    try:
+        program.prefetch([example.inputs() for example in devset])
+    except (BudgetExceeded, ConfigurationError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the per-example calls report it
+        logger.debug("prefetch failed (%s); the examples run without it", exc)

@@ -11,7 +11,7 @@ import contextlib
 import contextvars
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from honing import settings, tracing
@@ -80,6 +80,11 @@ class Module:
 
         visit(self, "")
         return found
+
+    def prefetch(self, inputs: Sequence[Mapping[str, Any]]) -> None:
+        """Prepare for many calls at once, before they run one by one (Evaluate calls it with its whole
+        devset). A program that can batch work ahead, like embedding every query for a KNN lookup,
+        overrides this; the default does nothing."""
 
     # -- copies -------------------------------------------------------------------------------------
     def deepcopy(self) -> Module:

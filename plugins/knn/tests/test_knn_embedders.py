@@ -80,6 +80,16 @@ def test_prefetch_embeds_a_devset_in_batches_then_calls_read_the_cache(bow):
     assert bow.calls == calls + 2
 
 
+def test_evaluate_batches_the_devset_queries(bow):
+    program = compile_with(bow)
+    devset = [hn.Example(text=f"question number {i} about my pin", intent="pin_blocked").with_inputs("text")
+              for i in range(100)]
+    calls = bow.calls
+    result = hn.Evaluate(devset=devset, metric=lambda e, p, t=None: e.intent == p.intent, num_threads=4)(program)
+    assert len(result.results) == 100
+    assert bow.calls == calls + 2, "Evaluate prefetched the 100 queries in two batches of 64, not 100 calls"
+
+
 # ----------------------------------------------------------------------------------------------------
 # the sentence-transformers embedder (registered by this plugin)
 
