@@ -185,3 +185,21 @@ def test_the_decoding_a_predictor_used_is_saved(tmp_path):
     program.save(tmp_path / "p.json")
     assert json.loads((tmp_path / "p.json").read_text())["predictors"][0]["decoding_used"] == {"intent": "calibrated"}
     assert hn.Predict(Classify).load(tmp_path / "p.json").decoding_used == {"intent": "calibrated"}
+
+
+def test_a_program_whose_local_model_file_is_missing_fails_at_load_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONING_MODELS_DIR", str(tmp_path / "models"))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tuned-abc123.gguf").write_bytes(b"GGUF")  # present: loads
+    program = hn.Predict("question -> answer")
+    program.lm = hn.LM("local/tuned-abc123")
+    program.save(tmp_path / "p.json")
+    hn.Predict("question -> answer").load(tmp_path / "p.json")
+
+    (tmp_path / "models" / "tuned-abc123.gguf").unlink()
+    fresh = hn.Predict("question -> answer")
+    with pytest.raises(LoadError) as info:
+        fresh.load(tmp_path / "p.json")
+    message = str(info.value)
+    assert "tuned-abc123.gguf" in message and "$.predictors[0].lm.model" in message and "p.json" in message
+    assert fresh.lm is None, "a failed load leaves the program unchanged"

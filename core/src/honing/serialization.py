@@ -22,7 +22,7 @@ import attrs
 import cattrs
 
 from honing._version import __version__
-from honing.errors import LoadError
+from honing.errors import ConfigurationError, LoadError
 from honing.jsontext import nesting_depth
 from honing.optimizers.record import OptimizerRecord
 from honing.signatures import Field, type_to_str
@@ -303,6 +303,20 @@ def check_lm_state(state: dict[str, Any], *, path: str, file: str | None, allow_
                         "load(path, allow_endpoints=True) if you trust this file", file=file, path=path)
 
 
+def check_local_model(model: str, *, file: str | None, path: str) -> None:
+    """A program that runs on a local GGUF (e.g. one a fine-tune wrote) cannot run on a machine without
+    that file: say so when it is loaded, naming the file, rather than at its first call. Built-in models
+    come from installed packages and are checked when first used."""
+    from honing.lm.local import BUILTIN_MODELS, local_model_name, resolve_model_path
+
+    if not model.startswith("local/") or local_model_name(model).lower() in BUILTIN_MODELS:
+        return
+    try:
+        resolve_model_path(model)
+    except ConfigurationError as exc:
+        raise LoadError(f"the program's model is not on this machine: {exc}", file=file, path=path) from None
+
+
 def load_program(program: Any, path: str | os.PathLike[str], *, allow_endpoints: bool = False) -> None:
     """Load a saved file into `program`. All-or-nothing: on any error the program is unchanged."""
     file = str(path)
@@ -327,6 +341,7 @@ def apply_document(program: Any, doc: ProgramDocument, *, file: str | None = Non
                 lm = LM.from_state(state.lm)
             except Exception as exc:  # noqa: BLE001 - any bad LM state is the file's problem
                 raise LoadError(f"bad LM settings: {exc}", file=file, path=f"$.predictors[{i}].lm") from None
+            check_local_model(lm.model, file=file, path=f"$.predictors[{i}].lm.model")
         descs = {f.name: (f.desc, f.prefix) for f in state.signature.fields}
         fields = [attrs.evolve(f, desc=descs[f.name][0], prefix=descs[f.name][1] or f.prefix)
                   for f in predictor.signature.fields]
