@@ -48,7 +48,7 @@ def test_bayesian_optimizer_improves_a_task_the_student_cannot_guess(local_lm):
         student = hn.Predict(Route)
         zero_shot = hn.Evaluate(devset=valset, metric=team_match)(student).score
         compiled = BayesianSignatureOptimizer(team_match, auto=None, num_candidates=2, num_trials=4,
-                                              max_bootstrapped_demos=0, max_labeled_demos=4).compile(
+                                              max_bootstrapped_demos=0, max_labeled_demos=8).compile(
             student, trainset=routed(trainset()), valset=valset)
         again = hn.Evaluate(devset=valset, metric=team_match)(compiled).score
     record = compiled.compile_record
