@@ -10,11 +10,12 @@ For each subset (`bench/common.banking77_subset`: 60 train, 40 val, n dev; text 
 `typing.Literal`), the program `hn.Predict(Classify)` with default decoding ("auto": calibrated choice
 scoring on the local model) is compiled by: nothing (zero-shot), LabeledFewShot(k=16),
 BootstrapFewShot, BootstrapFewShotWithRandomSearch, BootstrapFewShotWithOptuna (defaults, with
-`--num-candidates` candidates), and an Ensemble of random search's top 3 candidates. Each method gets
+`--num-candidates` candidates), and an Ensemble of random search's top 3 candidates (given the metric
+and the valset, so it keeps the combination of members that votes best there). Each method gets
 its own fresh LM disk cache (so no method is served another's calls; calls repeated within one method
 are, as in real use), except the Ensemble, which shares random search's (its members are its
-candidates); each is then scored on the dev split, and the Ensemble's members alone too
-(`members_dev_acc` in the JSON).
+candidates); each is then scored on the dev split, and the three candidates offered to the Ensemble alone
+too (`members_dev_acc` and `members_kept` in the JSON).
 
 Columns: dev accuracy; `val` (the optimizer's selection score); compile wall time and this process's
 CPU time (on a shared machine wall time mostly measures the neighbours), LM calls and prompt tokens; `kv_reused` (share of compile prompt tokens the local model took from its KV prefix cache);
@@ -124,7 +125,7 @@ def run_method(method: str, classify: Any, train: list[Any], val: list[Any], dev
             search = searched.get("random_search")
             if search is None:
                 raise SystemExit("the ensemble method needs random_search to run first (in the same invocation)")
-            program = Ensemble(seed=args.seed).compile(search.top_programs(3))
+            program = Ensemble(metric=accuracy, seed=args.seed).compile(search.top_programs(3), valset=val)
         else:
             raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     compile_s, compile_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
@@ -135,9 +136,10 @@ def run_method(method: str, classify: Any, train: list[Any], val: list[Any], dev
     record = program.compile_record
     requests = usage.calls + usage.cache_hits
     members = None
-    if method == "ensemble":  # each member alone on dev (served by the cache the ensemble just filled)
+    if method == "ensemble":  # each candidate offered to it alone on dev (the cache serves those it kept)
         with hn.context(lm=lm):
-            members = [round(hn.Evaluate(devset=dev, metric=accuracy)(m).score, 3) for m in program.members]
+            members = [round(hn.Evaluate(devset=dev, metric=accuracy)(m).score, 3)
+                       for m in searched["random_search"].top_programs(3)]
     return {
         "method": method,
         "dev_acc": round(result.score, 3),
@@ -153,6 +155,7 @@ def run_method(method: str, classify: Any, train: list[Any], val: list[Any], dev
         "demos": sum(len(p.demos) for p in program.predictors()),
         "dev_errors": result.n_errors,
         "members_dev_acc": members,
+        "members_kept": len(program.members) if method == "ensemble" else None,
         "notes": list(record.notes) if record is not None else [],
         "candidates": [{k: c.get(k) for k in ("key", "score", "demos", "calls")} for c in record.candidates]
         if record is not None else [],

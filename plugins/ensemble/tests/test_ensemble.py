@@ -86,6 +86,43 @@ def test_the_ensemble_beats_members_that_each_know_only_part(lm):
     assert not any("below its best member" in n for n in record.notes)
 
 
+def mislabelled() -> hn.Predict:
+    """A classifier taught wrong labels (each intent's texts labelled as the next intent)."""
+    intents = ["card_arrival", "exchange_rate", "pin_blocked"]
+    program = hn.Predict(ContractClassify)
+    program.demos = [{"text": e.text, "intent": intents[(intents.index(e.intent) + 1) % 3]}
+                     for e in contract_examples() if e.intent in intents]
+    return program
+
+
+@pytest.mark.parametrize("search", ["every combination", "greedy"])
+def test_members_that_agree_on_mistakes_are_left_out_so_the_vote_never_loses_to_the_best_member(lm, search,
+                                                                                                  monkeypatch):
+    if search == "greedy":  # what happens above EXHAUSTIVE_UP_TO members
+        monkeypatch.setattr("honing_ensemble.ensemble.EXHAUSTIVE_UP_TO", 0)
+    good = member("card_arrival", "exchange_rate", "pin_blocked")
+    every = Ensemble(metric=intent_match, select=False).compile([good, mislabelled(), mislabelled()], valset=devset())
+    assert every.compile_record.score < every.compile_record.scores["member_0"] == 1.0  # outvoted
+    assert any("below its best member" in n for n in every.compile_record.notes)
+
+    before = lm.usage.calls
+    chosen = Ensemble(metric=intent_match).compile([good, mislabelled(), mislabelled()], valset=devset())
+    record = chosen.compile_record
+    assert len(chosen.members) == 1 and chosen.members[0].demos == good.demos
+    assert record.score == record.scores["member_0"] == 1.0
+    assert any("kept members 0 of 3" in n for n in record.notes), record.notes
+    # choosing costs nothing: each member once over the valset, then the one-member ensemble once
+    assert lm.usage.calls - before == 3 * len(DEV) + len(DEV)
+
+
+@pytest.mark.parametrize("search", ["every combination", "greedy"])
+def test_selection_keeps_every_member_when_the_vote_helps(lm, search, monkeypatch):
+    if search == "greedy":
+        monkeypatch.setattr("honing_ensemble.ensemble.EXHAUSTIVE_UP_TO", 0)
+    ensemble = Ensemble(metric=intent_match).compile(three_members(), valset=devset())
+    assert len(ensemble.members) == 3 and not any("kept members" in n for n in ensemble.compile_record.notes)
+
+
 def test_compile_takes_a_list_copies_it_and_leaves_it_untouched(lm):
     programs = three_members()
     ensemble = Ensemble().compile(programs)

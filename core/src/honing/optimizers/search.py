@@ -57,6 +57,8 @@ class CandidateResult:
     from_log: bool = False
     #: each example's score, in evaluation-set order (for paired comparisons of candidates)
     example_scores: tuple[float, ...] = attrs.field(default=(), converter=tuple)
+    #: each example's prediction (None on error), kept only when the evaluator was asked to; not logged
+    predictions: tuple[Any, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """What goes into the compiled program's record for this candidate."""
@@ -96,11 +98,13 @@ class CandidateEvaluator:
     """Scores candidate programs on one evaluation set with one metric, logging each as it finishes.
 
     `num_threads` None means the configured default (``hn.configure(num_threads=...)``).
+    `keep_predictions` keeps each example's prediction on the result (e.g. to combine candidates' votes
+    without calling them again); a result taken from a resumed run's log has none.
     """
 
     def __init__(self, devset: Sequence[Example], metric: Callable[..., Any], *, num_threads: int | None = 1,
                  max_errors: int | None = None, display_progress: bool = False, run_log: RunLog | None = None,
-                 event: str = "candidate") -> None:
+                 event: str = "candidate", keep_predictions: bool = False) -> None:
         self.devset = list(devset)
         self.metric = metric
         self.num_threads = num_threads
@@ -108,6 +112,7 @@ class CandidateEvaluator:
         self.display_progress = display_progress
         self.run_log = run_log
         self.event = event
+        self.keep_predictions = keep_predictions
         self._finished = run_log.finished(event) if run_log is not None else {}
 
     def evaluate(self, key: str, program: Module, params: dict[str, Any] | None = None,
@@ -132,7 +137,8 @@ class CandidateEvaluator:
             raise
         result = CandidateResult(key, outcome.score, outcome.n_errors, outcome.usage,
                                  time.perf_counter() - started, params, program_state(program), len(examples),
-                                 example_scores=[r.score for r in outcome.results])
+                                 example_scores=[r.score for r in outcome.results],
+                                 predictions=[r.prediction for r in outcome.results] if self.keep_predictions else ())
         if self.run_log is not None:
             errors = [r.error for r in outcome.errors][:5]
             self.run_log.event(self.event, key=key, score=result.score, errors=result.n_errors,

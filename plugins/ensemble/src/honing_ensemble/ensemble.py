@@ -14,6 +14,7 @@ one from the file's member count.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import random
 import threading
@@ -227,7 +228,8 @@ class Ensemble(honing.Optimizer):
     requires_labels = False
 
     def __init__(self, reduce_fn: Reducer | None = majority, *, size: int | None = None, deterministic: bool = False,
-                 seed: int = 0, metric: Callable[..., Any] | None = None, num_threads: int | None = None) -> None:
+                 seed: int = 0, metric: Callable[..., Any] | None = None, num_threads: int | None = None,
+                 select: bool = True) -> None:
         """
         :param reduce_fn: turns the members' predictions into one (default: `majority`, a vote per
             output field); None returns the list.
@@ -236,6 +238,12 @@ class Ensemble(honing.Optimizer):
         :param seed: seeds the subset draws.
         :param metric: optional; with a valset, compile scores every member and the ensemble and records
             them (the record's `score` is the ensemble's).
+        :param select: with a metric and a valset (and `size` None), keep the combination of members whose
+            vote scores best on the valset, ties going to fewer members (each costs a call per prediction). The combinations are scored from
+            the members' recorded predictions, so choosing costs no LM call, and since every member alone
+            is a combination, the ensemble never scores below its best member on the valset (a vote of
+            weak members can: three candidates that share a mistake outvote the one that gets it right).
+            False keeps every member.
         """
         if reduce_fn is not None and not callable(reduce_fn):
             raise OptimizerError(f"Ensemble: reduce_fn must be callable (list of predictions -> prediction) or None, "
@@ -244,11 +252,12 @@ class Ensemble(honing.Optimizer):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptimizerError(f"Ensemble: seed must be an integer, got {seed!r}")
         super().__init__(metric, reduce_fn=reducer_name(reduce_fn), size=size, deterministic=bool(deterministic),
-                         seed=seed)
+                         seed=seed, select=bool(select))
         self.reduce_fn = reduce_fn
         self.size = size
         self.deterministic = bool(deterministic)
         self.num_threads = num_threads
+        self.select = bool(select)
         self._trainset_given = False
 
     def compile(self, programs: Sequence[Module] | EnsembleProgram, *,  # type: ignore[override]
@@ -312,20 +321,30 @@ class Ensemble(honing.Optimizer):
         return self._score(program, valset, run_dir, resume)
 
     def _score(self, program: Any, valset: list[Example], run_dir: Any, resume: bool) -> Module:
-        """Score each member, then the ensemble (whose calls the LM cache mostly serves by then)."""
+        """Score each member, choose the members to keep, then score the ensemble (whose calls the LM
+        cache serves by then: they are its members' calls)."""
         from honing.optimizers.search import CandidateEvaluator
         from honing.runs import RunLog
 
         run_log = None
         if run_dir is not None:
             run_log = RunLog(run_dir, optimizer=self.name, parameters=self.record_parameters(), resume=resume)
+        selecting = self.select and self.size is None and self.reduce_fn is not None and len(program.members) > 1
         evaluator = CandidateEvaluator(valset, self.metric, num_threads=self.num_threads,
-                                       run_log=run_log, event="candidate")
+                                       run_log=run_log, event="candidate", keep_predictions=selecting)
         results = []
         try:
             for i, member in enumerate(program.members):
-                results.append(evaluator.evaluate(f"member_{i}", member, {"member": i}))
-            whole = evaluator.evaluate("ensemble", program, {"ensemble": True})
+                result = evaluator.evaluate(f"member_{i}", member, {"member": i})
+                if selecting and result.from_log:  # a resumed run logged the score, not the predictions
+                    result = CandidateEvaluator(valset, self.metric, num_threads=self.num_threads,
+                                                keep_predictions=True).evaluate(f"member_{i}", member, {"member": i})
+                results.append(result)
+            kept = list(range(len(results)))
+            if selecting:
+                kept = self._select(program, results, valset)
+                program.members = [program.members[i] for i in kept]
+            whole = evaluator.evaluate("ensemble", program, {"ensemble": True, "members": kept})
         except BudgetExceeded:
             # the ensemble itself is complete; only its scoring was cut short
             self.note(f"the budget ran out while scoring ({len(results)} of {len(program.members)} members "
@@ -342,7 +361,59 @@ class Ensemble(honing.Optimizer):
             candidates=tuple(r.summary() for r in [*results, whole]),
             errors=sum(r.n_errors for r in [*results, whole]))
         if run_log is not None:
-            run_log.finish(summary={"score": whole.score, "best_member": best.key, "best_member_score": best.score},
+            run_log.finish(summary={"score": whole.score, "best_member": best.key, "best_member_score": best.score,
+                                    "members_kept": kept},
                            points=[(r.key, r.score) for r in [*results, whole]],
                            title=f"Ensemble of {len(program.members)}: {whole.score:.3f}")
         return program
+
+    def _select(self, program: Any, results: list[Any], valset: list[Example]) -> list[int]:
+        """The member indices (in member order) whose vote scores best on the valset; ties go to fewer
+        members (each is one more LM call per prediction), then to the earlier combination. Tries every
+        combination up to `EXHAUSTIVE_UP_TO` members; above that, each step of a greedy forward
+        selection that starts from the best member and adds the most helpful one until all are in."""
+        n = len(results)
+
+        def score(subset: tuple[int, ...]) -> float:
+            return _vote_score(self.reduce_fn, self.metric, valset, [results[i].predictions for i in subset])
+
+        if n <= EXHAUSTIVE_UP_TO:
+            subsets = [c for size in range(1, n + 1) for c in itertools.combinations(range(n), size)]
+            scored = [(score(c), -len(c), -rank, c) for rank, c in enumerate(subsets)]
+            best_score, _, _, chosen = max(scored)
+        else:  # add the member that helps most, all the way to every member; keep the best step
+            step: tuple[int, ...] = (max(range(n), key=lambda i: (results[i].score, -i)),)
+            path = [(score(step), step)]
+            while len(step) < n:
+                options = [tuple(sorted((*step, i))) for i in range(n) if i not in step]
+                top_score, _, step = max((score(c), -rank, c) for rank, c in enumerate(options))
+                path.append((top_score, step))
+            best_score, _, chosen = max((s, -len(c), c) for s, c in path)
+        every = score(tuple(range(n)))
+        if len(chosen) < n:
+            self.note(f"kept members {', '.join(map(str, chosen))} of {n}: their vote scores {best_score:.3f} on the "
+                      f"valset, all {n} together {every:.3f}, the best member alone "
+                      f"{max(r.score for r in results):.3f} (select=False keeps every member)")
+        return list(chosen)
+
+
+#: up to this many members, `Ensemble(select=True)` scores every combination (2**n - 1 of them)
+EXHAUSTIVE_UP_TO = 10
+
+
+def _vote_score(reduce_fn: Reducer, metric: Callable[..., Any], valset: list[Example],
+                member_predictions: list[Sequence[Any]]) -> float:
+    """The valset score of the reduced vote of some members' recorded predictions (None = that member
+    failed on the example; an example no member answered, or whose reduction or metric fails, scores 0)."""
+    from honing.evaluate import metric_score
+
+    total = 0.0
+    for j, example in enumerate(valset):
+        votes = [predictions[j] for predictions in member_predictions if predictions[j] is not None]
+        if not votes:
+            continue
+        try:
+            total += metric_score(metric, example, reduce_fn(votes))
+        except Exception:  # noqa: BLE001 - scored as a failure, as Evaluate would
+            continue
+    return total / len(valset) if valset else 0.0
