@@ -251,7 +251,7 @@ def test_unknown_provider() -> None:
 
 def test_missing_api_key_is_detected_before_sending(no_provider_keys: None,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    litellm = client_mod._litellm()
+    litellm = client_mod.import_litellm()
 
     def must_not_send(**kwargs: Any) -> Any:
         raise AssertionError("litellm.completion was called without a key")

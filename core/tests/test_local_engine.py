@@ -17,6 +17,7 @@ import pytest
 
 from honing.errors import ConfigurationError, LMError
 from honing.lm import local
+from honing.lm.client import import_litellm
 from honing.lm.local import (
     LocalEngine,
     complete_local,
@@ -219,7 +220,7 @@ def test_completion_extras_of_other_responses() -> None:
 
 
 def test_register_local_provider_is_idempotent_and_thread_safe() -> None:
-    litellm = local._import_litellm()
+    litellm = import_litellm()
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: register_local_provider(), range(8)))
     register_local_provider()
@@ -230,7 +231,7 @@ def test_register_local_provider_is_idempotent_and_thread_safe() -> None:
 
 
 def test_every_request_field_reaches_the_provider_and_extras_survive(monkeypatch: pytest.MonkeyPatch) -> None:
-    litellm = local._import_litellm()
+    litellm = import_litellm()
     seen: dict[str, Any] = {}
 
     def fake_run(model: str, messages: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +267,7 @@ def test_every_request_field_reaches_the_provider_and_extras_survive(monkeypatch
 
 
 def test_provider_errors_are_non_retryable_litellm_errors_carrying_the_honing_error() -> None:
-    litellm = local._import_litellm()
+    litellm = import_litellm()
     with pytest.raises(litellm.BadRequestError) as info:
         complete_local("no-such-model-anywhere", LMRequest(prompt="hi"))
     assert isinstance(info.value.__cause__, ConfigurationError)
@@ -504,7 +505,7 @@ def test_a_prompt_longer_than_the_context_is_refused(engine: LocalEngine) -> Non
 
 @pytest.mark.local_lm
 def test_litellm_completion_with_the_local_provider(engine: LocalEngine) -> None:
-    litellm = local._import_litellm()
+    litellm = import_litellm()
     register_local_provider()
     prompt = INTENT_DEMOS + "Query: Someone took my card\nIntent:"
     grammar = 'root ::= " "? ("card_arrival" | "card_lost" | "pin_change")'

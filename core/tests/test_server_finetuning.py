@@ -124,9 +124,9 @@ def test_cancel_and_bad_job_requests(make_openai_server: Any) -> None:
 
 def test_litellm_drives_the_whole_api(make_openai_server: Any) -> None:
     """litellm's create_file / create_fine_tuning_job / retrieve_fine_tuning_job against the server."""
-    from honing.lm.client import _litellm
+    from honing.lm.client import import_litellm
 
-    litellm = _litellm()
+    litellm = import_litellm()
     srv = make_openai_server(fine_tuning=True)
     kwargs = {"custom_llm_provider": "openai", "api_base": srv.url, "api_key": "test-key"}
     created = litellm.create_file(file=("train.jsonl", GOOD), purpose="fine-tune", **kwargs)

@@ -150,9 +150,10 @@ class LiteLLMEmbedder:
         return state
 
     def embed(self, texts: Sequence[str]) -> Any:
-        import litellm
-
+        from honing.lm.client import import_litellm
         from honing.lm.secrets import scrub
+
+        litellm = import_litellm()
 
         kwargs: dict[str, Any] = {"model": self.model, "input": list(texts), "timeout": self.timeout,
                                   "num_retries": self.num_retries, **self.kwargs}

@@ -60,7 +60,7 @@ _litellm_lock = threading.Lock()
 _litellm_module: Any = None
 
 
-def _litellm() -> Any:
+def import_litellm() -> Any:
     """Import litellm once, quietly: offline cost map, no banner on errors, lazy parts loaded up front.
 
     Warnings raised while litellm and the pydantic models it defines are imported (deprecations of
@@ -90,6 +90,13 @@ def _litellm() -> Any:
                              "supports_response_schema", "validate_environment", "provider_list",
                              "AuthenticationError", "custom_provider_map"):
                     getattr(litellm, name, None)
+                # its first completion imports provider modules that build pydantic adapters (and warn)
+                # at import: run one mocked completion, which sends nothing, so that happens here too
+                try:
+                    litellm.completion(model="openai/honing-warm-up", mock_response="ok",
+                                       messages=[{"role": "user", "content": "warm-up"}])
+                except Exception:  # noqa: BLE001 - only a warm-up; a real call reports real errors
+                    pass
             litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banner on stdout
             install_log_scrubbing()
             _litellm_module = litellm
@@ -98,7 +105,7 @@ def _litellm() -> Any:
 
 def known_providers() -> set[str]:
     """Provider prefixes litellm knows, plus the custom ones registered with it and ``local``."""
-    litellm = _litellm()
+    litellm = import_litellm()
     names = {getattr(p, "value", str(p)) for p in getattr(litellm, "provider_list", ())}
     for item in getattr(litellm, "custom_provider_map", None) or ():
         provider = item.get("provider") if isinstance(item, dict) else None
@@ -121,7 +128,7 @@ def _provider_of(model: str) -> str:
     else:
         provider = model
         try:  # a bare name such as "gpt-4o-mini": let litellm say whose it is
-            _, inferred, _, _ = _litellm().get_llm_provider(model=model)
+            _, inferred, _, _ = import_litellm().get_llm_provider(model=model)
             if inferred:
                 return str(inferred)
         except Exception as exc:  # noqa: BLE001 - any failure means "unknown"
@@ -225,7 +232,7 @@ class LM:
         if self.is_local:
             return False
         try:
-            return bool(_litellm().supports_response_schema(model=self.model))
+            return bool(import_litellm().supports_response_schema(model=self.model))
         except Exception:  # noqa: BLE001 - unknown model: assume not
             return False
 
@@ -362,7 +369,7 @@ class LM:
         tokens_estimate, cost_estimate = self._estimate(request) if budgets else (0, 0.0)
         retries = 0 if self.is_local else self.num_retries  # local failures are not transient
         attempt = 0
-        litellm = _litellm()
+        litellm = import_litellm()
         while True:
             reservations = reserve_all(budgets, calls=1, tokens=tokens_estimate, cost=cost_estimate)
             try:
@@ -456,7 +463,7 @@ class LM:
         if any(k in self._secret_kwargs for k in ("api_key", "api_token", "azure_ad_token")):
             return None
         try:
-            env = _litellm().validate_environment(model=self.model)
+            env = import_litellm().validate_environment(model=self.model)
         except Exception:  # noqa: BLE001 - cannot tell: let the provider decide
             return None
         missing = [k for k in env.get("missing_keys") or () if str(k).endswith("_API_KEY")]
@@ -485,7 +492,7 @@ class LM:
     def _count_prompt_tokens(self, request: LMRequest) -> int:
         text = request.text()
         try:
-            litellm = _litellm()
+            litellm = import_litellm()
             if request.messages is not None:
                 n = litellm.token_counter(model=self.model, messages=[dict(m) for m in request.messages])
             else:
@@ -498,7 +505,7 @@ class LM:
         if self.is_local or not self._cost_known:
             return 0.0
         try:
-            prompt_cost, completion_cost = _litellm().cost_per_token(
+            prompt_cost, completion_cost = import_litellm().cost_per_token(
                 model=self.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
             return float(prompt_cost) + float(completion_cost)
         except Exception:  # noqa: BLE001 - not in litellm's price map
@@ -513,7 +520,7 @@ class LM:
         if isinstance(cost, (int, float)) and cost >= 0:
             return float(cost)
         try:
-            return float(_litellm().completion_cost(completion_response=response, model=self.model) or 0.0)
+            return float(import_litellm().completion_cost(completion_response=response, model=self.model) or 0.0)
         except Exception:  # noqa: BLE001 - not in litellm's price map
             return self._price(usage.prompt_tokens, usage.completion_tokens)
 
@@ -556,7 +563,7 @@ class LM:
             return exc.__cause__
         status = status_code_of(exc)
         message = scrub(f"{type(exc).__name__}: {exc}", self._all_secrets())
-        litellm = _litellm()
+        litellm = import_litellm()
         if isinstance(exc, _MalformedResponse):
             return LMError(f"{self.model}: {message}", status_code=None, retryable=True)
         if isinstance(exc, litellm.AuthenticationError) or status == 401:

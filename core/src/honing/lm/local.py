@@ -39,7 +39,6 @@ import os
 import pathlib
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -807,35 +806,6 @@ def _close_engines() -> None:
 # litellm provider
 
 
-_litellm_ready = False
-_litellm_lock = threading.Lock()
-
-
-def _import_litellm() -> Any:
-    """Import litellm once, with the warnings it raises on first use kept out of honing's way.
-
-    Its import may emit deprecation warnings, and the first `ModelResponse` it builds makes pydantic
-    complete the deferred schema of its `Message` model, which warns (UserWarning) about a `ReadOnly`
-    TypedDict item; under ``filterwarnings = error`` that would fail the first `litellm.completion`.
-    Building one `ModelResponse` here, with exactly those warnings ignored, completes the schema once.
-    """
-    global _litellm_ready
-    if _litellm_ready:
-        import litellm
-
-        return litellm
-    with _litellm_lock:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", PendingDeprecationWarning)
-            warnings.filterwarnings("ignore", message=r".*`ReadOnly` qualifier", category=UserWarning)
-            import litellm
-
-            litellm.ModelResponse()
-        _litellm_ready = True
-    return litellm
-
-
 _provider_lock = threading.Lock()
 _provider: Any = None
 
@@ -929,7 +899,9 @@ def _make_provider_class(litellm: Any) -> type:
 def register_local_provider() -> None:
     """Register the ``local`` provider with litellm (idempotent, thread-safe)."""
     global _provider
-    litellm = _import_litellm()
+    from honing.lm.client import import_litellm
+
+    litellm = import_litellm()
     with _provider_lock:
         if _provider is None:
             _provider = _make_provider_class(litellm)()
@@ -998,7 +970,9 @@ def completion_extras(response: Any) -> dict[str, Any]:
 def complete_local(model: str, request: LMRequest) -> Completion:
     """Run `request` on a local model through litellm and return a `Completion`."""
     register_local_provider()
-    litellm = _import_litellm()
+    from honing.lm.client import import_litellm
+
+    litellm = import_litellm()
     name = f"{_PROVIDER}/{local_model_name(model)}"
     response = litellm.completion(**litellm_kwargs(request, model=name))
     extras = completion_extras(response)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from honing.errors import OptimizerError
+from honing.lm.client import import_litellm
 
 #: Providers whose fine-tuning API litellm drives.
 PROVIDERS = ("openai", "azure", "vertex_ai")
@@ -28,12 +29,6 @@ JOB_FILE = "job.json"
 def provider_and_model(model: str) -> tuple[str, str]:
     provider, _, name = model.partition("/")
     return provider, name
-
-
-def _litellm() -> Any:
-    from honing.lm.client import _litellm as load
-
-    return load()
 
 
 def credentials(lm: Any) -> dict[str, Any]:
@@ -80,7 +75,7 @@ class HostedJob:
                 "learning_rate_multiplier": s["learning_rate_multiplier"]}
 
     def start(self) -> None:
-        litellm = _litellm()
+        litellm = import_litellm()
         self.started = time.perf_counter()
         try:
             with self.chat_file.open("rb") as handle:
@@ -121,7 +116,7 @@ class HostedJob:
     def wait(self, *, sleep: Any = time.sleep) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
-        litellm = _litellm()
+        litellm = import_litellm()
         timeout = float(self.settings["timeout"])
         interval = float(self.settings["poll_interval"])
         bar = tqdm(total=None, desc=self.desc, unit="poll", dynamic_ncols=True)
