@@ -43,7 +43,7 @@ def finish(process: subprocess.Popen[bytes], log: Path, timeout: float = 150) ->
 
 def stored_trials(storage: str, study: str) -> list[Any]:
     import optuna
-    from honing_bayesian.study import with_driver
+    from honing.optimizers.storage import with_driver
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=study, storage=with_driver(storage)).get_trials(deepcopy=False)

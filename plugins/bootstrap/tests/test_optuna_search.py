@@ -13,7 +13,7 @@ from honing.errors import OptimizerError
 from honing.testing.contract import ContractClassify, OptimizerContract, intent_match
 from honing.testing.fake import FakeLM
 from honing_bootstrap import BootstrapFewShotWithOptuna
-from honing_bootstrap.optuna_search import _with_driver
+from honing.optimizers.storage import with_driver
 
 
 def tpe(**overrides: Any) -> BootstrapFewShotWithOptuna:
@@ -89,7 +89,7 @@ def check_interrupted_compile_resumes(storage: str, study_name: str, trainset: l
     with hn.context(lm=FakeLM(responder=InterruptAfter(cut))), pytest.raises(KeyboardInterrupt):
         tpe(storage=storage, study_name=study_name).compile(hn.Predict(ContractClassify), trainset=trainset,
                                                             valset=devset())
-    study = optuna.load_study(study_name=study_name, storage=_with_driver(storage))
+    study = optuna.load_study(study_name=study_name, storage=with_driver(storage))
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     distinct = {t.params["self"] for t in finished}
     assert len(distinct) == 2 and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)

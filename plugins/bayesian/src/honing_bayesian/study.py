@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 from honing.errors import OptimizerError
+from honing.optimizers.storage import with_driver
 
 #: Seconds between the heartbeats a running trial writes (Optuna's), and after which a silent trial of
 #: another host counts as dead.
@@ -135,18 +136,6 @@ def is_dead_here(worker: str | None) -> bool:
 
 # ----------------------------------------------------------------------------------------------------
 # storage and study
-
-def with_driver(url: str) -> str:
-    """``postgresql://`` with the driver this package installs (psycopg2) when psycopg 3 is absent:
-    SQLAlchemy 2.1 made psycopg 3 the default driver of a bare ``postgresql://`` URL."""
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme in ("postgresql", "postgres"):
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-            return f"postgresql+psycopg2://{rest}"
-    return url
-
 
 def open_storage(url: str | None, owner: str, on_stale: Callable[[Any, Any], None]) -> Any:
     """An Optuna storage for `url` (None: in memory), reached now; a clear error if it cannot be."""

@@ -30,6 +30,7 @@ from honing.lm.usage import track_usage
 from honing.modules import Module
 from honing.optimizers.record import OptimizerRecord
 from honing.optimizers.search import CandidateEvaluator, CandidateResult, SearchState, apply_state, progress
+from honing.optimizers.storage import with_driver
 from honing.runs import RunLog
 
 from honing_bootstrap.fewshot import (
@@ -165,8 +166,9 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
         name = study_name or (f"honing-bootstrap-optuna-seed{self.seed}" if storage else None)
         sampler = optuna.samplers.TPESampler(seed=self.seed)
         try:
-            return optuna.create_study(storage=_with_driver(storage), study_name=name, direction="maximize",
-                                       sampler=sampler, load_if_exists=True)
+            url = with_driver(storage) if storage is not None else None
+            return optuna.create_study(storage=url, study_name=name, direction="maximize", sampler=sampler,
+                                       load_if_exists=True)
         except Exception as exc:
             raise OptimizerError(f"{self.name}: cannot open the Optuna study {name!r} in storage "
                                  f"{_shown(storage)!r}: {exc}") from exc
@@ -344,18 +346,6 @@ def _check_storage(owner: str, storage: Any, study_name: Any) -> None:
 def _shown(storage: str | None) -> str | None:
     """A storage URL as it may be recorded or printed: one with a user or password is not shown."""
     return storage if storage is None or safe_url(storage) else "<storage URL with credentials>"
-
-
-def _with_driver(url: str | None) -> str | None:
-    """``postgresql://`` with psycopg2 (a dependency of this package) when psycopg 3 is absent: SQLAlchemy
-    2.1 made psycopg 3 the default driver of a bare ``postgresql://`` URL."""
-    scheme, sep, rest = (url or "").partition("://")
-    if sep and scheme in ("postgresql", "postgres"):
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-            return f"postgresql+psycopg2://{rest}"
-    return url
 
 
 def _key(choice: Mapping[str, str], sets: Mapping[str, Any]) -> str:
