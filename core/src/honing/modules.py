@@ -280,7 +280,12 @@ def call_demos(demos: dict[Predict, list[dict[str, Any]]]) -> Iterator[None]:
 
 
 def program_inputs(program: Module) -> list[str] | None:
-    """The input field names a program takes, when they can be known (Predict / ChainOfThought)."""
+    """The input field names a program takes, when they can be known: Predict / ChainOfThought, a module
+    whose forward() names its parameters, or one that says so with an ``input_names()`` method (e.g. a
+    wrapper whose forward takes ``**inputs`` for its inner programs)."""
+    declared = getattr(program, "input_names", None)
+    if callable(declared):
+        return declared()
     if isinstance(program, Predict):
         return [f.name for f in program.signature.input_fields]
     if isinstance(program, ChainOfThought):

@@ -277,3 +277,43 @@ def test_extra_state_round_trips(tmp_path_factory, n, data, seed, deterministic)
     loaded = EnsembleProgram.like(path, lambda: hn.Predict(ContractClassify))
     assert loaded.extra_state() == ensemble.extra_state()
     assert [loaded.chosen() for _ in range(3)] == [ensemble.chosen() for _ in range(3)]
+
+
+def test_compile_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """`honing compile file.py:program --optimizer Ensemble`: the program is an EnsembleProgram whose members
+    are re-ensembled (and, with a metric and a valset, chosen) against a real loopback HTTP server."""
+    from honing.cli import main
+    from honing.testing.server import OpenAICompatServer
+
+    program = tmp_path / "members.py"
+    program.write_text(
+        "from honing.testing.contract import ContractClassify\n"
+        "from honing_ensemble import EnsembleProgram\n"
+        "import honing as hn\n"
+        "def program():\n"
+        "    members = [hn.Predict(ContractClassify) for _ in range(3)]\n"
+        "    members[1].signature = members[1].signature.with_instructions('Member one.')\n"
+        "    return EnsembleProgram(members)\n")
+    rows = "".join(json.dumps({"text": t, "intent": i}) + "\n" for t, i in DEV)
+    (tmp_path / "train.jsonl").write_text(rows)
+    (tmp_path / "val.jsonl").write_text(rows)
+
+    def respond(request: dict) -> str:  # member 1 is right; members 0 and 2 agree on a wrong answer
+        prompt = " ".join(str(m["content"]) for m in request["messages"])
+        query = prompt.rsplit("Text:", 1)[-1].lower()
+        right = next(i for t, i in DEV if t in query)
+        return right if "Member one." in prompt else "unknown"
+
+    with OpenAICompatServer(responder=respond) as server:
+        monkeypatch.setenv("OPENAI_API_BASE", server.url)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        out = tmp_path / "ensemble.json"
+        code = main(["compile", f"{program}:program", "--optimizer", "Ensemble", "--trainset",
+                     str(tmp_path / "train.jsonl"), "--valset", str(tmp_path / "val.jsonl"), "--metric", "exact_match",
+                     "--lm", "openai/test-model", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    saved = json.loads(out.read_text())
+    assert saved["extra_state"]["self"]["n_members"] == 1  # the two that agree on mistakes were left out
+    assert saved["optimizer"]["name"] == "Ensemble" and saved["optimizer"]["score"] == 1.0

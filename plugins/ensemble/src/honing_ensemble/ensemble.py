@@ -141,6 +141,10 @@ class EnsembleProgram(Module):
         return program.load(source)  # type: ignore[return-value]
 
     # -- running ---------------------------------------------------------------------------------------
+    def input_names(self) -> list[str] | None:
+        """The members' input fields (forward takes ``**inputs``; the CLI asks this to read examples)."""
+        return program_inputs(self.members[0])
+
     def chosen(self) -> list[int]:
         """The member indices the next call runs (drawing from the program's RNG when not deterministic)."""
         n = len(self.members)
