@@ -48,8 +48,12 @@ def configure_lm(job: dict[str, Any]) -> Any:
     import dspy
 
     s = job["dspy"]
+    # litellm sends DSPy's `max_tokens` to an OpenAI-compatible server as `max_completion_tokens`, which
+    # llama_cpp.server ignores: replies then run on for hundreds of tokens (we saw 1,033) after the answer.
+    # The server's own `max_tokens` field, passed through `extra_body`, is what caps them.
     lm = dspy.LM(f"openai/{s['model_alias']}", api_base=s["api_base"], api_key="local", model_type=s["model_type"],
-                 temperature=s["temperature"], max_tokens=s["max_tokens"], num_retries=1)
+                 temperature=s["temperature"], max_tokens=s["max_tokens"], num_retries=1,
+                 extra_body={"max_tokens": s["max_tokens"]})
     adapters = {"chat": lambda: dspy.ChatAdapter(), "json": lambda: dspy.JSONAdapter(),
                 "xml": lambda: dspy.XMLAdapter(), "chat_nofallback": lambda: dspy.ChatAdapter(use_json_adapter_fallback=False)}
     # One client thread and no error cap. The served model runs one sequence at a time, so more client

@@ -211,6 +211,19 @@ def part_quality(args: argparse.Namespace, model: str, n_threads: int, out: dict
                                    "n_dev": args.n_dev, "methods": args.methods, **params, "lanes": args.lanes,
                                    "dspy_setups": {k: DSPY_SETUPS[k] for k in args.dspy_setups}, "dspy_lm": dspy_lm},
                       "runs": []}
+    done: set[tuple[int, str, str]] = set()
+    if args.resume_quality:  # keep the finished runs of an earlier invocation with the same settings
+        earlier = json.loads(Path(args.resume_quality).read_text(encoding="utf-8")).get("quality", {})
+        same = {k: v for k, v in earlier.get("settings", {}).items() if k not in ("subset_seeds", "methods", "lanes",
+                                                                                 "dspy_setups")}
+        mine = {k: v for k, v in out["quality"]["settings"].items() if k in same}
+        if same != mine:
+            raise SystemExit(f"--resume-quality {args.resume_quality}: its settings differ: {same} vs {mine}")
+        for run in earlier.get("runs", []):
+            if "dev_acc" in run and run["subset_seed"] in args.seeds and run["method"] in args.methods:
+                out["quality"]["runs"].append(run)
+                done.add((run["subset_seed"], run["method"], run["setup"]))
+        say(f"resuming: {len(done)} finished quality runs kept from {args.resume_quality}")
     lock = threading.Lock()
 
     def lane(seed: int) -> None:
@@ -224,6 +237,8 @@ def part_quality(args: argparse.Namespace, model: str, n_threads: int, out: dict
         try:
             for method in args.methods:
                 for system in ("honing", *args.dspy_setups):
+                    if (seed, method, system) in done:
+                        continue
                     job = {"kind": "quality", "method": method, **data, "params": params}
                     if system != "honing":
                         job["dspy"] = {**dspy_lm, "api_base": server.api_base, **DSPY_SETUPS[system]}
@@ -417,7 +432,7 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path) -> 
     L.append(f"| llama-cpp-python | {v['honing']['llama_cpp']} (in-process) | {v['dspy']['llama_cpp']} (same wheel, `llama_cpp.server` on 127.0.0.1) |")
     L.append(f"| litellm / optuna | {v['honing']['litellm']} / {v['honing']['optuna']} | {v['dspy']['litellm']} / {v['dspy']['optuna']} |")
     L.append(f"| model | SmolLM2-135M-Instruct Q4_1 GGUF (`{Path(out['model']).name}`), n_ctx 8192, {out['settings']['n_threads']} threads | same file, same n_ctx and threads |")
-    L.append("| prompting | transcript adapter; closed `Literal` output scored by calibrated log-likelihood (no decoding) | `dspy_default`: ChatAdapter (its default, with JSON fallback); `dspy_best`: JSONAdapter; both temperature 0, max_tokens 64 |")
+    L.append("| prompting | transcript adapter; closed `Literal` output scored by calibrated log-likelihood (no decoding) | `dspy_default`: ChatAdapter (its default, with JSON fallback); `dspy_best`: JSONAdapter; both temperature 0, max_tokens 64 (also sent as the server's own `max_tokens` through `extra_body`: litellm forwards DSPy's as `max_completion_tokens`, which llama_cpp.server ignores) |")
     L.append("")
 
     if "quality" in summary:
@@ -580,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tp-plan", default=None,
                    help="throughput runs as setup:schedule pairs, e.g. honing:candidate,dspy_best:candidate "
                         "(default: honing both schedules, each DSPy set-up in candidate order)")
+    p.add_argument("--resume-quality", default=None, metavar="JSON",
+                   help="keep the finished quality runs in this earlier JSON (same sizes and settings) and run the rest")
     p.add_argument("--timeout", type=float, default=None, help="seconds before a worker is abandoned (default none)")
     p.add_argument("--skip-setup", action="store_true", help="do not run .ci/setup (honing's venv is ready)")
     p.add_argument("--json", default=str(out_path("vs_dspy")))
