@@ -458,6 +458,11 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path) -> 
         missing = [METHOD_NAMES[m] for m in METHODS if m not in qs["methods"]]
         if missing:
             L.append(f"\nNot run in this report (time): {', '.join(missing)}. The script runs them by default.")
+        empty = [f"{METHOD_NAMES[row['method']]} / {setup}" for row in summary["quality"]
+                 for setup in ("honing", "dspy_default", "dspy_best") if med(row[setup]) is None]
+        if empty:
+            L.append(f"\nCells without a figure (not run, or stopped unfinished for time): {'; '.join(empty)}. "
+                     "`bench/vs_dspy/NOTES.md` says why for each run that was cut.")
         fails = [r for r in out["quality"]["runs"] if "error" in r]
         if fails:
             L.append("\nFailed or timed-out runs (not in the medians): " + "; ".join(
