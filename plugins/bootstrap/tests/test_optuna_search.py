@@ -10,10 +10,10 @@ import optuna
 import pytest
 from bootstrap_helpers import BudgetAfter, InterruptAfter, TopicThenIntent, contract_lm, devset, fake_lm
 from honing.errors import OptimizerError
+from honing.optimizers.storage import with_driver
 from honing.testing.contract import ContractClassify, OptimizerContract, intent_match
 from honing.testing.fake import FakeLM
 from honing_bootstrap import BootstrapFewShotWithOptuna
-from honing.optimizers.storage import with_driver
 
 
 def tpe(**overrides: Any) -> BootstrapFewShotWithOptuna:

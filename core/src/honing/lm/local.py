@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from honing.errors import ConfigurationError, HoningError, LMError
+from honing.lm.client import import_litellm
 from honing.lm.types import Completion, LMRequest, Usage
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -899,8 +900,6 @@ def _make_provider_class(litellm: Any) -> type:
 def register_local_provider() -> None:
     """Register the ``local`` provider with litellm (idempotent, thread-safe)."""
     global _provider
-    from honing.lm.client import import_litellm
-
     litellm = import_litellm()
     with _provider_lock:
         if _provider is None:
@@ -970,8 +969,6 @@ def completion_extras(response: Any) -> dict[str, Any]:
 def complete_local(model: str, request: LMRequest) -> Completion:
     """Run `request` on a local model through litellm and return a `Completion`."""
     register_local_provider()
-    from honing.lm.client import import_litellm
-
     litellm = import_litellm()
     name = f"{_PROVIDER}/{local_model_name(model)}"
     response = litellm.completion(**litellm_kwargs(request, model=name))

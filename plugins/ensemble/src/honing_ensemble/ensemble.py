@@ -243,11 +243,11 @@ class Ensemble(honing.Optimizer):
         :param metric: optional; with a valset, compile scores every member and the ensemble and records
             them (the record's `score` is the ensemble's).
         :param select: with a metric and a valset (and `size` None), keep the combination of members whose
-            vote scores best on the valset, ties going to fewer members (each costs a call per prediction). The combinations are scored from
-            the members' recorded predictions, so choosing costs no LM call, and since every member alone
-            is a combination, the ensemble never scores below its best member on the valset (a vote of
-            weak members can: three candidates that share a mistake outvote the one that gets it right).
-            False keeps every member.
+            vote scores best on the valset, ties going to fewer members (each costs a call per
+            prediction). The combinations are scored from the members' recorded predictions, so choosing
+            costs no LM call, and since every member alone is a combination, the ensemble never scores
+            below its best member on the valset (a vote can: two candidates that share a mistake outvote
+            the one that gets it right). False keeps every member.
         """
         if reduce_fn is not None and not callable(reduce_fn):
             raise OptimizerError(f"Ensemble: reduce_fn must be callable (list of predictions -> prediction) or None, "
@@ -346,7 +346,7 @@ class Ensemble(honing.Optimizer):
                 results.append(result)
             kept = list(range(len(results)))
             if selecting:
-                kept = self._select(program, results, valset)
+                kept = self._select(results, valset)
                 program.members = [program.members[i] for i in kept]
             whole = evaluator.evaluate("ensemble", program, {"ensemble": True, "members": kept})
         except BudgetExceeded:
@@ -371,7 +371,7 @@ class Ensemble(honing.Optimizer):
                            title=f"Ensemble of {len(program.members)}: {whole.score:.3f}")
         return program
 
-    def _select(self, program: Any, results: list[Any], valset: list[Example]) -> list[int]:
+    def _select(self, results: list[Any], valset: list[Example]) -> list[int]:
         """The member indices (in member order) whose vote scores best on the valset; ties go to fewer
         members (each is one more LM call per prediction), then to the earlier combination. Tries every
         combination up to `EXHAUSTIVE_UP_TO` members; above that, each step of a greedy forward
