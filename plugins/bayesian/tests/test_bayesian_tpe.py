@@ -225,6 +225,30 @@ def test_a_study_with_other_parameters_is_refused_naming_the_difference(tmp_path
     assert lm.requests == []
 
 
+def test_a_worker_joining_a_half_claimed_study_waits_for_all_of_its_identity(tmp_path):
+    """The creator writes the study's identity one attribute at a time; a worker that joins in between (seen
+    in CI with two workers on PostgreSQL) must wait for the rest instead of calling the data different."""
+    import threading
+
+    import optuna
+    from honing_bayesian import study as studies
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s", direction="maximize")
+    parameters, data = {"num_trials": 6}, studies.fingerprint(["data"])
+    study.set_user_attr(studies.ATTR_OPTIMIZER, "BayesianSignatureOptimizer")
+    study.set_user_attr(studies.ATTR_PARAMETERS, parameters)  # the data not written yet
+    late = threading.Timer(0.5, study.set_user_attr, (studies.ATTR_DATA, data))
+    late.start()
+    try:
+        studies.check_study(study, "BayesianSignatureOptimizer", parameters, data, "worker-b", wait=10)
+    finally:
+        late.cancel()
+    assert study.user_attrs[studies.ATTR_DATA] == data
+    with pytest.raises(hn.OptimizerError, match="another trainset, valset or program"):
+        studies.check_study(study, "BayesianSignatureOptimizer", parameters, studies.fingerprint(["other"]), "c")
+
+
 def test_unreachable_storage_is_a_clear_error_before_any_call():
     lm = ScriptedLM([GOOD])
     with hn.context(lm=lm), pytest.raises(hn.OptimizerError, match=r"cannot open the study storage "

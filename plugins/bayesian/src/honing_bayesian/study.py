@@ -218,11 +218,12 @@ def open_study(storage: Any, name: str, sampler: Any, owner: str) -> tuple[Any, 
 def check_study(study: Any, owner: str, parameters: dict[str, Any], data: str, worker: str, *,
                 wait: float = 30.0) -> None:
     """Refuse a study made by another optimizer, with other parameters or on other data (naming what
-    differs). A study just created by another worker may not have its attrs yet: wait for them."""
+    differs). A study just created by another worker may not have its attrs yet, or only some of them
+    (they are written one by one): wait for all of them."""
     deadline = time.monotonic() + wait
     while True:
         attrs = study.user_attrs
-        if ATTR_PARAMETERS in attrs:
+        if all(key in attrs for key in (ATTR_OPTIMIZER, ATTR_DATA, ATTR_PARAMETERS)):
             break
         if study.trials:
             raise OptimizerError(f"{owner}: the study {study.study_name!r} already has trials that honing did not "
@@ -247,12 +248,12 @@ def check_study(study: Any, owner: str, parameters: dict[str, Any], data: str, w
 
 def claim(study: Any, parameters: dict[str, Any], data: str, owner: str, worker: str) -> None:
     """Write what identifies the study's run (done by the worker that creates it). The setup owner goes
-    first: a worker that sees the parameters also sees who is building the candidates."""
+    first and the parameters last: a worker that sees the parameters also sees everything else."""
     study.set_user_attr(ATTR_OWNER, worker)
     study.set_user_attr(ATTR_SETUP_HEARTBEAT, time.time())
     study.set_user_attr(ATTR_OPTIMIZER, owner)
-    study.set_user_attr(ATTR_PARAMETERS, parameters)
     study.set_user_attr(ATTR_DATA, data)
+    study.set_user_attr(ATTR_PARAMETERS, parameters)
 
 
 def fingerprint(value: Any) -> str:
