@@ -123,6 +123,30 @@ def test_postgres_storage_makes_an_interrupted_compile_resumable(postgres_url, t
     check_interrupted_compile_resumes(postgres_url, f"honing-bootstrap-{uuid.uuid4().hex}", trainset)
 
 
+def test_a_crash_while_storing_the_demo_sets_leaves_a_study_that_resumes(fast_dir, trainset, monkeypatch):
+    """The set-up is stored as two study attributes; a crash between the two writes must leave a study that
+    the next session can continue (it rebuilds what is missing), never one refused as made on other data."""
+    storage = f"sqlite:///{fast_dir / 'study.db'}"
+    original, written = optuna.Study.set_user_attr, []
+
+    def crash_on_the_second_setup_write(study: Any, key: str, value: Any) -> None:
+        if key in ("data", "demo_sets"):
+            written.append(key)
+            if len(written) == 2:
+                raise KeyboardInterrupt
+        original(study, key, value)
+
+    monkeypatch.setattr(optuna.Study, "set_user_attr", crash_on_the_second_setup_write)
+    with hn.context(lm=fake_lm()), pytest.raises(KeyboardInterrupt):
+        tpe(storage=storage, study_name="s").compile(hn.Predict(ContractClassify), trainset=trainset,
+                                                     valset=devset())
+    monkeypatch.setattr(optuna.Study, "set_user_attr", original)
+    with hn.context(lm=fake_lm()):
+        compiled = tpe(storage=storage, study_name="s").compile(hn.Predict(ContractClassify), trainset=trainset,
+                                                                valset=devset())
+    assert compiled.compile_record.candidates
+
+
 def test_storage_given_to_compile_as_the_cli_does(fast_dir, lm, trainset):
     storage = f"sqlite:///{fast_dir / 'cli.db'}"
     compiled = tpe().compile(hn.Predict(ContractClassify), trainset=trainset, valset=devset(), storage=storage,

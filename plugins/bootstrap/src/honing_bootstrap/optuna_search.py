@@ -219,8 +219,10 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
                 sets = stored
             else:
                 sets, bootstrap_errors = self.demo_sets(program, trainset, teacher, run_log)
-                study.set_user_attr("demo_sets", sets)
+                # the data first: stored demo sets are the mark of a finished set-up, and must never be
+                # seen (after a crash, or by another process) without the data they were built from
                 study.set_user_attr("data", fingerprint)
+                study.set_user_attr("demo_sets", sets)
             with track_usage() as spent:
                 return self._search(optuna, study, program, sets, devset, run_log, bootstrap_errors, spent)
 
