@@ -352,6 +352,12 @@ def part_throughput(args: argparse.Namespace, server: LlamaServer, out: dict[str
 # Report
 
 
+def was_stopped(run: dict[str, Any]) -> bool:
+    """A failed run that was stopped from outside (the timeout, or a signal such as Ctrl-C or kill: a
+    negative exit code) rather than ending in an error of its own."""
+    return bool(run.get("timed_out")) or re.search(r"exit -\d+:", run["error"].splitlines()[0]) is not None
+
+
 def summarize(out: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     q = out.get("quality")
@@ -366,8 +372,8 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
                 row[setup + "_rss"] = stats([r["peak_rss_mb"] for r in runs])
                 row[setup + "_calls"] = stats([r["compile_usage"]["calls"] for r in runs])
                 cut = [r for r in q["runs"] if r.get("method") == method and r["setup"] == setup and "error" in r]
-                row[setup + "_failed"] = sum(1 for r in cut if not r.get("timed_out"))
-                row[setup + "_timed_out"] = sum(1 for r in cut if r.get("timed_out"))
+                row[setup + "_failed"] = sum(1 for r in cut if not was_stopped(r))
+                row[setup + "_timed_out"] = sum(1 for r in cut if was_stopped(r))
             rows.append(row)
         summary["quality"] = rows
     o = out.get("overhead")
@@ -419,10 +425,10 @@ def fmt(s: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
 
 
 def cell(row: dict[str, Any], setup: str) -> str:
-    """A quality cell: the accuracy over finished runs, and how many runs crashed or were stopped at the
-    timeout (those are not in the figure)."""
+    """A quality cell: the accuracy over finished runs, and how many runs crashed or were stopped
+    unfinished (timeout or signal); those are not in the figure."""
     cut = ", ".join(f"{n} {what}" for n, what in ((row.get(setup + "_failed") or 0, "crashed"),
-                                                   (row.get(setup + "_timed_out") or 0, "timed out")) if n)
+                                                   (row.get(setup + "_timed_out") or 0, "stopped unfinished")) if n)
     if med(row[setup]) is None:
         return cut or "—"
     return fmt(row[setup]) + (f" ({cut})" if cut else "")
