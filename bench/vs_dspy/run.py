@@ -203,6 +203,25 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # The parts
 
 
+def merge_quality_runs(quality: dict[str, Any], more: dict[str, Any], source: str) -> None:
+    """Add another run's quality results (same sizes and settings) to `quality`: one result per (subset,
+    method, set-up), a finished run replacing a failed or stopped one."""
+    keys = ("n_train", "n_val", "n_dev", "labeled_k", "num_candidates", "knn_k", "optimizer_seed", "dspy_lm")
+    if any(quality["settings"].get(k) != more["settings"].get(k) for k in keys):
+        raise SystemExit(f"--include {source}: its quality settings differ from the first file's")
+    cell = {(r["subset_seed"], r["method"], r["setup"]): i for i, r in enumerate(quality["runs"])}
+    for run in more["runs"]:
+        key = (run["subset_seed"], run["method"], run["setup"])
+        if key not in cell:
+            cell[key] = len(quality["runs"])
+            quality["runs"].append(run)
+        elif "dev_acc" in run and "dev_acc" not in quality["runs"][cell[key]]:
+            quality["runs"][cell[key]] = run
+    settings = quality["settings"]
+    settings["methods"] = list(dict.fromkeys([*settings["methods"], *more["settings"]["methods"]]))
+    settings["dspy_setups"] = {**more["settings"]["dspy_setups"], **settings["dspy_setups"]}
+
+
 def planned_runs(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(method, setup) pairs a lane runs, in order: `--only` as given, else every method with honing and
     each DSPy set-up."""
@@ -453,6 +472,10 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path) -> 
         L.append(f"> The {part} part was measured by `python3 bench/vs_dspy/run.py {' '.join(inc['argv'])}` (started "
                  f"{inc['started']}, load average {inc['machine'].get('loadavg_start')} → "
                  f"{inc['machine'].get('loadavg_end')}) and merged here with `--include`.\n")
+    for inc in out["settings"].get("quality_also_from") or []:
+        L.append(f"> Quality runs were also merged from `python3 bench/vs_dspy/run.py {' '.join(inc['argv'])}` "
+                 f"(started {inc['started']}, load average {inc['machine'].get('loadavg_start')} → "
+                 f"{inc['machine'].get('loadavg_end')}).\n")
     if out["settings"]["quick"]:
         L.append("> **Quick mode**: tiny sizes and few repetitions; a smoke test of the pipeline, not evidence.\n")
     L.append("## Versions and settings\n")
@@ -627,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the CPU, so read the CPU-time columns)")
     p.add_argument("--include", nargs="+", default=[], metavar="JSON",
                    help="also report the parts this run skips from earlier runs' JSON files (same checkout); "
-                        "`--parts none --include a.json b.json` only merges them into one report")
+                        "`--parts none --include a.json b.json` only merges them into one report (quality runs "
+                        "from every file, a finished run winning over a failed one)")
     p.add_argument("--tp-plan", default=None,
                    help="throughput runs as setup:schedule pairs, e.g. honing:candidate,dspy_best:candidate "
                         "(default: honing both schedules, each DSPy set-up in candidate order)")
@@ -673,6 +697,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for include in args.include:
         earlier = json.loads(Path(include).read_text(encoding="utf-8"))
+        if "quality" not in parts and "quality" in earlier and "quality" in out:
+            merge_quality_runs(out["quality"], earlier["quality"], include)
+            out["settings"].setdefault("quality_also_from", []).append(
+                {"from": include, "started": earlier["started"], "argv": earlier["settings"]["argv"],
+                 "machine": earlier["machine"]})
         for part in ("overhead", "throughput", "quality"):
             if part not in parts and part in earlier and part not in out:
                 out[part] = earlier[part]
