@@ -46,17 +46,25 @@ def accuracy(example: Any, prediction: Any, trace: Any = None) -> bool:
     return example.intent == prediction.intent
 
 
+def served_lm(s: dict[str, Any], *, temperature: float, max_tokens: int) -> Any:
+    """A `dspy.LM` for the served GGUF, through litellm as a DSPy user reaches it.
+
+    litellm sends DSPy's `max_tokens` to an OpenAI-compatible server as `max_completion_tokens`, which
+    llama_cpp.server ignores: replies then run on for hundreds of tokens (we saw 1,033) after the answer.
+    The server's own `max_tokens` field, passed through `extra_body`, is what caps them.
+    """
+    import dspy
+
+    return dspy.LM(f"openai/{s['model_alias']}", api_base=s["api_base"], api_key="local", model_type=s["model_type"],
+                   temperature=temperature, max_tokens=max_tokens, num_retries=1, extra_body={"max_tokens": max_tokens})
+
+
 def configure_lm(job: dict[str, Any]) -> Any:
     """The served GGUF through litellm, with the job's adapter setting."""
     import dspy
 
     s = job["dspy"]
-    # litellm sends DSPy's `max_tokens` to an OpenAI-compatible server as `max_completion_tokens`, which
-    # llama_cpp.server ignores: replies then run on for hundreds of tokens (we saw 1,033) after the answer.
-    # The server's own `max_tokens` field, passed through `extra_body`, is what caps them.
-    lm = dspy.LM(f"openai/{s['model_alias']}", api_base=s["api_base"], api_key="local", model_type=s["model_type"],
-                 temperature=s["temperature"], max_tokens=s["max_tokens"], num_retries=1,
-                 extra_body={"max_tokens": s["max_tokens"]})
+    lm = served_lm(s, temperature=s["temperature"], max_tokens=s["max_tokens"])
     adapters = {"chat": lambda: dspy.ChatAdapter(), "json": lambda: dspy.JSONAdapter(),
                 "xml": lambda: dspy.XMLAdapter(), "chat_nofallback": lambda: dspy.ChatAdapter(use_json_adapter_fallback=False)}
     # One client thread and no error cap. The served model runs one sequence at a time, so more client
@@ -92,10 +100,7 @@ def make_optimizer(method: str, job: dict[str, Any], train: list[Any]) -> Any:
         # The task model answers in 64 tokens; the prompt model writes whole instructions (and, under the
         # JSON adapter, wraps them in JSON), so a careful user gives it room: 256 tokens, temperature as
         # MIPROv2 sets it per proposal. honing's proposer gets 96.
-        s = job["dspy"]
-        prompt_lm = dspy.LM(f"openai/{s['model_alias']}", api_base=s["api_base"], api_key="local",
-                            model_type=s["model_type"], temperature=1.0, max_tokens=PROMPT_MAX_TOKENS, num_retries=1,
-                            extra_body={"max_tokens": PROMPT_MAX_TOKENS})
+        prompt_lm = served_lm(job["dspy"], temperature=1.0, max_tokens=PROMPT_MAX_TOKENS)
         return dspy.MIPROv2(accuracy, prompt_model=prompt_lm, auto="light", num_threads=threads, max_errors=10**6,
                             seed=p["optimizer_seed"] or 9)
     raise SystemExit(f"unknown method {method!r}")
