@@ -14,7 +14,8 @@ from typing import Any
 
 import honing as hn
 import pytest
-from honing_bootstrap import BootstrapFewShotWithRandomSearch
+import optuna
+from honing_bootstrap import BootstrapFewShotWithOptuna, BootstrapFewShotWithRandomSearch
 
 pytestmark = pytest.mark.local_lm
 
@@ -62,6 +63,45 @@ def test_random_search_beats_zero_shot(local_lm, tmp_path):
     assert len(compiled.predictors()[0].demos) == len(train)  # all 32 (the searches' default allows 32)
     assert score > zero_shot, f"compiled {score:.3f} vs zero-shot {zero_shot:.3f}; record {record}"
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_optuna_study_beats_zero_shot_resumes_from_storage_and_round_trips(local_lm, tmp_path):
+    """Three trials, then a second session on the same SQLite study asks for five: the three finished
+    trials are kept as they were (same choices, same scores) and two more are scored."""
+    train, val, dev = splits()
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def compile_with(num_trials: int) -> hn.Module:
+        optimizer = BootstrapFewShotWithOptuna(accuracy, num_candidate_programs=2, num_trials=num_trials,
+                                               storage=storage, study_name="local", seed=3,
+                                               display_progress=False)
+        return optimizer.compile(hn.Predict(Classify), trainset=train, valset=val)
+
+    def scored_trials() -> list[tuple[Any, float]]:
+        study = optuna.load_study(study_name="local", storage=storage)
+        return [(t.params["self"], t.value) for t in study.trials if "duplicate_of" not in t.user_attrs]
+
+    evaluate = hn.Evaluate(devset=dev, metric=accuracy)
+    with hn.context(lm=local_lm):
+        zero_shot = evaluate(hn.Predict(Classify)).score
+        first = compile_with(3)
+        after_first = scored_trials()
+        compiled = compile_with(5)
+        score = evaluate(compiled).score
+    after_second = scored_trials()
+    assert len(after_first) == 3 and len(after_second) == 5
+    assert after_second[:3] == after_first
+    record = compiled.compile_record
+    assert record.score >= first.compile_record.score == max(v for _, v in after_first)
+    assert record.score == max(v for _, v in after_second) > dict(after_second).get("zero_shot", -1.0)
+    assert score > zero_shot, f"compiled {score:.3f} vs zero-shot {zero_shot:.3f}; trials {after_second}"
+
+    path = tmp_path / "optuna.json"
+    compiled.save(path)
+    again = hn.Predict(Classify).load(path)
+    assert again.demos == compiled.predictors()[0].demos
+    with hn.context(lm=local_lm):
+        assert [again(text=e.text).intent for e in dev[:4]] == [compiled(text=e.text).intent for e in dev[:4]]
 
 
 def test_cli_compile_end_to_end(tmp_path, capsys):
