@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import honing as hn
-import pytest
 import optuna
+import pytest
 from honing_bootstrap import BootstrapFewShotWithOptuna, BootstrapFewShotWithRandomSearch
 
 pytestmark = pytest.mark.local_lm
