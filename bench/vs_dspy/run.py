@@ -607,10 +607,13 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path, raw
         L.append("")
 
     L.append("## 4. Memory\n")
+    servers = [f"{out[key]} MB {where}" for key, where in (("server_peak_rss_mb", "in the throughput part"),
+                                                          ("quality_server_peak_rss_mb", "per quality lane"))
+               if out.get(key) is not None]
     L.append("Peak RSS (`ru_maxrss`) of each worker process, i.e. one compile (+ its dev evaluation for quality) "
              "per process. honing's figure includes the llama.cpp model and KV cache (in-process); DSPy's does "
-             f"not: its model lives in `llama_cpp.server`, whose peak RSS was {out.get('server_peak_rss_mb')} MB in the "
-             f"throughput part and {out.get('quality_server_peak_rss_mb')} MB per quality lane. Per compile:\n")
+             "not: its model lives in `llama_cpp.server`"
+             + (f", whose peak RSS was {' and '.join(servers)}" if servers else "") + ". Per compile:\n")
     if "quality" in summary:
         L.append("| method | honing MB | DSPy default MB (+ server) | DSPy best MB (+ server) |\n|---|---|---|---|")
         for row in summary["quality"]:
