@@ -199,6 +199,17 @@ def test_litellm_kwargs_for_a_prompt_request() -> None:
     }
 
 
+def test_a_sampled_request_without_a_seed_is_seeded_by_its_rollout() -> None:
+    def seed_of(**fields: Any) -> Any:
+        return litellm_kwargs(LMRequest(prompt="Say something.", **fields)).get("seed")
+
+    assert seed_of(temperature=0.8, rollout=5) == 5
+    assert seed_of(temperature=0.8) == 0  # no rollout: the first sample, the same every time
+    assert seed_of(temperature=0.8, rollout=5, seed=9) == 9  # an explicit seed wins
+    assert seed_of(temperature=0.0, rollout=5) is None  # greedy needs no seed
+    assert seed_of(rollout=5) is None
+
+
 def test_litellm_kwargs_for_a_messages_request() -> None:
     request = LMRequest(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
                         choices=["yes", "no"])
@@ -342,6 +353,24 @@ def test_greedy_and_seeded_sampling_are_deterministic(engine: LocalEngine) -> No
     assert s1["text"] == s2["text"]
     others = {engine.complete(prompt, max_tokens=12, temperature=1.0, seed=s)["text"] for s in (1, 2)}
     assert len(others | {s1["text"]}) > 1  # the seed matters
+
+
+@pytest.mark.local_lm
+def test_uncached_samples_reproduce_per_rollout(engine: LocalEngine) -> None:
+    """A sampled request gives the same text on every uncached run with the same rollout (optimizers'
+    proposals reproduce under their seed), and other rollouts give other samples."""
+    litellm = import_litellm()
+    register_local_provider()
+
+    def sample(rollout: int) -> str:
+        request = LMRequest(prompt="Write one instruction for sorting bank queries:", temperature=1.0,
+                            max_tokens=16, rollout=rollout)
+        return litellm.completion(**litellm_kwargs(request, model="smollm2-135m")).choices[0].message.content
+
+    first = sample(1)
+    engine.complete("something else entirely", max_tokens=2)  # another prompt in the KV cache between
+    assert sample(1) == first and first.strip()
+    assert len({first, sample(2), sample(3)}) > 1
 
 
 @pytest.mark.local_lm

@@ -922,8 +922,11 @@ def litellm_kwargs(request: LMRequest, model: str | None = None) -> dict[str, An
     completes the text as is, no chat template); a messages request is rendered with the model's chat
     template. ``honing_grammar`` and ``honing_choices`` carry the grammar and the choices; litellm passes
     these unknown kwargs to the provider in ``optional_params``. With `model` (``"smollm2-135m"`` or
-    ``"local/smollm2-135m"``), the ``model`` kwarg is included too. `response_format` and `rollout` are
-    not sent (the local provider cannot use them; `rollout` only varies cache keys).
+    ``"local/smollm2-135m"``), the ``model`` kwarg is included too. `response_format` is not sent (the
+    local provider cannot use it). A sampled request (temperature above 0) that names no `seed` is
+    seeded with its `rollout` (0 when None): the same request and rollout then give the same text
+    whether or not it was cached, so a seeded optimizer's proposals reproduce; a fresh sample is a new
+    rollout, as with the cache.
     """
     kwargs: dict[str, Any] = {}
     if model is not None:
@@ -941,6 +944,8 @@ def litellm_kwargs(request: LMRequest, model: str | None = None) -> dict[str, An
         kwargs["temperature"] = request.temperature
     if request.seed is not None:
         kwargs["seed"] = request.seed
+    elif request.temperature:
+        kwargs["seed"] = request.rollout or 0
     if request.grammar is not None:
         kwargs[_K_GRAMMAR] = request.grammar
     if request.choices:

@@ -38,8 +38,9 @@ class LMRequest:
       prompt and returns their log-likelihoods in `Completion.choice_logprobs` (local models only).
     - `response_format`: an OpenAI-style `response_format` (JSON schema) for providers that support it.
     - `temperature`, `max_tokens`, `seed`: sampling; `None` means the LM's default.
-    - `rollout`: varies the cache key only, so an optimizer can ask for a fresh sample of a request it
-      already made.
+    - `rollout`: varies the cache key, so an optimizer can ask for a fresh sample of a request it
+      already made; on local models it is also the sampling seed when `seed` is None (reproducible
+      samples).
     """
 
     messages: tuple[dict[str, str], ...] | None = attrs.field(default=None, converter=_messages)
