@@ -665,7 +665,10 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
             rcpu = ratio(med(h["calls_cpu"]), med(best["calls_cpu"]))
             lines.append(f"- Throughput (programs/s of wall time, candidate order) vs DSPy's faster set-up "
                          f"({best['setup']}): {rc}× (prompt tokens/s: {rt}×; programs per CPU-second: {rcpu}×) "
-                         f"(target ≥ 3×): **{'met' if (rc or 0) >= 3 else 'NOT met'}**.")
+                         f"(target ≥ 3×): **{'met' if (rc or 0) >= 3 else 'NOT met'}**."
+                         + ("" if (rc or 0) >= 3 else " Why, with a per-call profile of honing's engine: "
+                            "`bench/vs_dspy/NOTES.md`, section \"Overhead and throughput re-measured on the idle "
+                            "machine\"."))
     return lines
 
 
