@@ -541,10 +541,10 @@ def write_markdown(out: dict[str, Any], summary: dict[str, Any], path: Path, raw
                  "compile and its dev evaluation run in a fresh process with a fresh LM cache. Dev accuracy over the subsets, median [min–max] and mean (the points column compares medians):\n")
         L.append("| method | honing | DSPy default (ChatAdapter) | DSPy best (JSONAdapter) | honing − DSPy best (points) | compile s honing / DSPy best |")
         L.append("|---|---|---|---|---|---|")
+        n = len(qs["subset_seeds"])
         for row in summary["quality"]:
             h, db = med(row["honing"]), med(row["dspy_best"])
             diff = f"{(h - db) * 100:+.1f}" if h is not None and db is not None else "—"
-            n = len(qs["subset_seeds"])
             L.append(f"| {METHOD_NAMES[row['method']]} | {cell(row, 'honing', n)} | {cell(row, 'dspy_default', n)} | "
                      f"{cell(row, 'dspy_best', n)} | {diff} | {fmt(row['honing_compile_s'], 0)} / "
                      f"{fmt(row['dspy_best_compile_s'], 0)} |")
