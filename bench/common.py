@@ -1,7 +1,8 @@
 """Data and output helpers shared by the benchmark scripts and by tests that need real data.
 
-The data lives outside the repository, in `shared/` beside the repo root (`HONING_SHARED_DIR`
-overrides). Only stdlib is used so that any script can import this without the project installed.
+The data ships inside the repository, in `data/` at the repo root (see data/README.md for sources,
+licences and checksums); `HONING_DATA_DIR` may point at another copy of the same layout, but nothing
+needs it. Only stdlib is used so that any script can import this without the project installed.
 """
 
 from __future__ import annotations
@@ -35,16 +36,19 @@ SAMPLE_INTENTS: tuple[str, ...] = (
 )
 
 
-def shared_dir() -> Path:
-    """The project's `shared/` directory: `$HONING_SHARED_DIR`, else `../shared` from the repo root."""
-    env = os.environ.get("HONING_SHARED_DIR")
-    return Path(env).expanduser().resolve() if env else REPO_ROOT.parent / "shared"
+def data_dir() -> Path:
+    """Where the datasets are: `$HONING_DATA_DIR` if set, else the repository's own `data/`."""
+    env = os.environ.get("HONING_DATA_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "data"
 
 
-def _shared_file(*parts: str) -> Path:
-    path = shared_dir().joinpath(*parts)
+def _data_file(*parts: str) -> Path:
+    path = data_dir().joinpath(*parts)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: shared/ must sit beside the repo, or set HONING_SHARED_DIR")
+        hint = "HONING_DATA_DIR points at a copy without it" if os.environ.get("HONING_DATA_DIR") else (
+            "the repository's data/ is incomplete (git checkout -- data/)"
+        )
+        raise FileNotFoundError(f"{path} not found: {hint}")
     return path
 
 
@@ -54,7 +58,7 @@ def banking77_rows(path: str | os.PathLike[str] | None = None) -> list[dict[str,
     Texts are stripped; exact duplicate texts (4 in the file) are kept only at their first occurrence,
     so that splits carved from these rows are disjoint by text, not only by row.
     """
-    path = Path(path) if path is not None else _shared_file("data", "banking77", "train.csv")
+    path = Path(path) if path is not None else _data_file("banking77", "train.csv")
     rows: list[dict[str, str]] = []
     seen: set[str] = set()
     with open(path, newline="", encoding="utf-8") as f:
@@ -132,7 +136,7 @@ def banking77_subset(
 
 def gsm8k_rows(path: str | os.PathLike[str] | None = None) -> list[dict[str, str]]:
     """GSM8K train rows: `question`, `answer` (worked solution), plus `final`, the text after `####`."""
-    path = Path(path) if path is not None else _shared_file("data", "gsm8k", "train.jsonl")
+    path = Path(path) if path is not None else _data_file("gsm8k", "train.jsonl")
     rows = []
     with open(path, encoding="utf-8") as f:
         for line in f:

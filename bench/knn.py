@@ -5,7 +5,7 @@ and (with --quality) accuracy on a 10-intent Banking77 subset with the embedded 
     .venv/bin/python bench/knn.py --quick    # 2k real texts, 20k synthetic: a smoke run
     .venv/bin/python bench/knn.py --quality  # also accuracy (slow: one local-model call per dev example)
 
-Vectors: the real set is Banking77 texts (shared/data/banking77/train.csv: 9,999 distinct, of which
+Vectors: the real set is Banking77 texts (data/banking77/train.csv: 9,999 distinct, of which
 `--queries` are held out as queries, so ~9.5k are indexed) embedded with the default model
 (all-MiniLM-L6-v2, 384-d) through the default embedding cache, so only the first run embeds them.
 The larger sets are synthetic: each vector is a random point between a real vector and one of its 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -132,11 +133,39 @@ def test_gsm8k_rows():
     assert rows[0]["final"] == "72" and "####" in rows[0]["answer"]
 
 
-def test_shared_dir_override(monkeypatch, tmp_path):
-    monkeypatch.setenv("HONING_SHARED_DIR", str(tmp_path))
-    assert common.shared_dir() == tmp_path.resolve()
-    monkeypatch.delenv("HONING_SHARED_DIR")
-    assert common.shared_dir() == ROOT.parent / "shared"
+def test_data_dir_is_inside_the_repo_and_overridable(monkeypatch, tmp_path):
+    monkeypatch.delenv("HONING_DATA_DIR", raising=False)
+    assert common.data_dir() == ROOT / "data"
+    monkeypatch.setenv("HONING_DATA_DIR", str(tmp_path))
+    assert common.data_dir() == tmp_path.resolve()
+    with pytest.raises(FileNotFoundError, match="HONING_DATA_DIR"):
+        common.banking77_rows()
+
+
+# The checksums data/README.md publishes: the shipped files are the sources, byte for byte.
+DATA_FILES = {
+    "banking77/train.csv": "b06e26ac675513959a63135f11b94ea7786ed02da65db93a5650d8838cbc664b",
+    "banking77/categories.json": "53261da888122daf2d120d925458631d9619e15d82e56052e7a42e535ce32b63",
+    "gsm8k/train.jsonl": "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATA_FILES))
+def test_shipped_data_matches_its_published_checksum(name):
+    data = ROOT / "data"
+    assert hashlib.sha256((data / name).read_bytes()).hexdigest() == DATA_FILES[name]
+    assert DATA_FILES[name] in (data / "README.md").read_text(encoding="utf-8")
+
+
+def test_shipped_data_carries_its_licences():
+    data = ROOT / "data"
+    assert "Attribution 4.0 International" in (data / "banking77" / "LICENSE").read_text(encoding="utf-8")
+    assert "MIT License" in (data / "gsm8k" / "LICENSE").read_text(encoding="utf-8")
+    readme = (data / "README.md").read_text(encoding="utf-8")
+    for needle in ("PolyAI", "Casanueva", "CC BY 4.0", "openai/grade-school-math", "MIT"):
+        assert needle in readme
+    categories = json.loads((data / "banking77" / "categories.json").read_text(encoding="utf-8"))
+    assert len(categories) == 77 and set(categories) == {r["intent"] for r in common.banking77_rows()}
 
 
 def test_write_json_and_print_table(tmp_path):

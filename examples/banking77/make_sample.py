@@ -1,4 +1,4 @@
-"""Regenerate sample.jsonl and intents.json from shared/data/banking77/train.csv (see ATTRIBUTION.md).
+"""Regenerate sample.jsonl and intents.json from the repository's data/banking77/train.csv (see ATTRIBUTION.md).
 
     python examples/banking77/make_sample.py
 
