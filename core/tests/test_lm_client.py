@@ -310,26 +310,28 @@ def test_state_drops_api_base_with_credentials() -> None:
     assert safe_url("https://example.com/v1") and not safe_url("https://example.com/v1?key=1")
 
 
-def test_local_provider_wiring(openai_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The local path uses honing.lm.local's kwargs and extras (faked here: it routes to the server)."""
+def test_local_provider_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local path hands the typed request to a local backend and takes its Completion as it is (a
+    fake backend here: no model runs); the LM's own cache and accounting apply."""
     calls: list[LMRequest] = []
 
-    class FakeLocal:
-        @staticmethod
-        def register_local_provider() -> None:
-            pass
+    class FakeBackend:
+        def __init__(self, model: str, options: Any) -> None:
+            self.model = model
 
-        @staticmethod
-        def litellm_kwargs(request: LMRequest, model: str | None = None) -> dict[str, Any]:
+        def complete(self, request: LMRequest) -> Completion:
             calls.append(request)
-            return {"model": "openai/test-model", "api_base": openai_server.url, "api_key": "x",
-                    "messages": [{"role": "user", "content": request.text()}], "max_retries": 0}
+            return Completion(text="yes", model=self.model,
+                              usage=Usage(calls=1, prompt_tokens=9, reused_prompt_tokens=7),
+                              choice_logprobs={"yes": -0.1, "no": -2.3}, finish_reason="stop")
 
-        @staticmethod
-        def completion_extras(response: Any) -> dict[str, Any]:
-            return {"choice_logprobs": {"yes": -0.1, "no": -2.3}, "reused_prompt_tokens": 7}
+        def count_prompt_tokens(self, request: LMRequest) -> int:
+            return 9
 
-    monkeypatch.setattr(client_mod, "_local_module", lambda: FakeLocal)
+        def price(self, prompt_tokens: int, completion_tokens: int) -> float:
+            return 0.0
+
+    monkeypatch.setattr(client_mod, "_local_backend", FakeBackend)
     lm = LM("local/smollm2-135m", temperature=0.0, max_tokens=5)
     c = lm(LMRequest(prompt="Is it? Answer:", choices=["yes", "no"]))
     assert c.choice_logprobs == {"yes": -0.1, "no": -2.3}

@@ -9,6 +9,7 @@ import importlib.util
 import math
 import os
 import pathlib
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,6 +19,8 @@ import pytest
 from honing.errors import ConfigurationError, LMError
 from honing.lm import local
 from honing.lm.client import import_litellm
+from honing.lm.local import engine as local_engine
+from honing.lm.local import provider as local_provider
 from honing.lm.local import (
     LocalEngine,
     complete_local,
@@ -140,23 +143,23 @@ def test_default_models_directory_is_the_user_data_dir(monkeypatch: pytest.Monke
 def test_bad_context_size_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HONING_LOCAL_N_CTX", "lots")
     with pytest.raises(ConfigurationError, match="HONING_LOCAL_N_CTX"):
-        local._requested_n_ctx()
+        local_engine._requested_n_ctx()
     monkeypatch.setenv("HONING_LOCAL_N_CTX", "4096")
-    assert local._requested_n_ctx() == 4096
+    assert local_engine._requested_n_ctx() == 4096
     monkeypatch.delenv("HONING_LOCAL_N_CTX")
-    assert local._requested_n_ctx() == 8192
+    assert local_engine._requested_n_ctx() == 8192
 
 
 def test_thread_count_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HONING_LOCAL_N_THREADS", raising=False)
-    assert local._requested_n_threads() == (os.cpu_count() or 1)
+    assert local_engine._requested_n_threads() == (os.cpu_count() or 1)
     monkeypatch.setenv("HONING_LOCAL_N_THREADS", "1")
-    assert local._requested_n_threads() == 1
+    assert local_engine._requested_n_threads() == 1
     assert LocalEngine("unused.gguf").n_threads == 1
     assert LocalEngine("unused.gguf", n_threads=3).n_threads == 3
     monkeypatch.setenv("HONING_LOCAL_N_THREADS", "0")
     with pytest.raises(ConfigurationError, match="HONING_LOCAL_N_THREADS"):
-        local._requested_n_threads()
+        local_engine._requested_n_threads()
 
 
 def test_get_engine_is_one_lazy_engine_per_file(tmp_path: pathlib.Path) -> None:
@@ -250,7 +253,7 @@ def test_every_request_field_reaches_the_provider_and_extras_survive(monkeypatch
         return {"text": "card_lost", "prompt_tokens": 21, "completion_tokens": 0, "reused_prompt_tokens": 13,
                 "finish_reason": "stop", "choice_logprobs": {" card_lost": -0.5, " pin_change": -3.0}}
 
-    monkeypatch.setattr(local, "_run_request", fake_run)
+    monkeypatch.setattr(local_provider, "_run_request", fake_run)
     register_local_provider()
     prompt = "Field: <|im_start|> \"quoted\" \\ trailing spaces  \n\nIntent:  "
     request = LMRequest(prompt=prompt, stop=["\n", "END"], grammar='root ::= "x"', choices=[" card_lost", " pin_change"],
@@ -283,6 +286,56 @@ def test_provider_errors_are_non_retryable_litellm_errors_carrying_the_honing_er
         complete_local("no-such-model-anywhere", LMRequest(prompt="hi"))
     assert isinstance(info.value.__cause__, ConfigurationError)
     assert "no-such-model-anywhere" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# LM("local/...") calls the engine directly (no model run: the engine is replaced)
+
+
+def test_lm_calls_the_engine_directly_without_litellm(tmp_path: pathlib.Path) -> None:
+    """A local LM call, uncached and cached, in a fresh interpreter: the typed request reaches the engine
+    (seeded by its rollout), the completion comes back with the engine's counts, and litellm is never
+    imported."""
+    script = """
+import sys
+from honing.lm.client import LM
+from honing.lm.local import backend
+from honing.lm.types import LMRequest
+
+seen = []
+
+class FakeEngine:
+    def complete(self, prompt, **kwargs):
+        seen.append((prompt, kwargs))
+        return {"text": " blue", "prompt_tokens": 11, "completion_tokens": 2, "reused_prompt_tokens": 5,
+                "finish_reason": "stop"}
+
+backend.get_engine = lambda path: FakeEngine()
+lm = LM("local/smollm2-135m", temperature=0.7, max_tokens=3)
+first = lm(LMRequest(prompt="Sky colour:", stop=["\\n"], rollout=4))
+again = lm(LMRequest(prompt="Sky colour:", stop=["\\n"], rollout=4))
+assert (first.text, first.model, first.finish_reason) == (" blue", "local/smollm2-135m", "stop"), first
+assert (first.usage.calls, first.usage.prompt_tokens, first.usage.completion_tokens) == (1, 11, 2)
+assert first.usage.reused_prompt_tokens == 5 and first.usage.cost == 0.0
+assert again.cached and again.text == first.text and lm.usage.cache_hits == 1
+assert seen == [("Sky colour:", {"stop": ("\\n",), "grammar": None, "max_tokens": 3, "temperature": 0.7,
+                                 "seed": 4})], seen
+assert "litellm" not in sys.modules, "an LM('local/...') call imported litellm"
+print("ok")
+"""
+    env = {**os.environ, "HONING_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_engine_errors_reach_the_lm_caller_as_honing_errors() -> None:
+    from honing.lm.client import LM
+
+    lm = LM("local/no-such-model-anywhere", cache=False)
+    with pytest.raises(ConfigurationError, match="no-such-model-anywhere"):
+        lm(LMRequest(prompt="hi"))
+    assert lm.usage.calls == 1  # a failed attempt is accounted as a call, as for hosted models
 
 
 # --------------------------------------------------------------------------------------------------
@@ -560,6 +613,38 @@ def test_litellm_completion_with_the_local_provider(engine: LocalEngine) -> None
     choice = complete_local("smollm2-135m", LMRequest(prompt=sentiment_prompt("Awful, just awful."),
                                                       choices=[" positive", " negative"]))
     assert choice.text == "negative" and choice.choice_logprobs is not None
+
+
+@pytest.mark.local_lm
+def test_lm_and_the_litellm_shim_give_the_same_answers(engine: LocalEngine) -> None:
+    """`LM("local/...")` (the engine called directly) and ``litellm.completion("local/...")`` (the shim)
+    run one code path on the engine: the same requests give the same text, scores and token counts."""
+    from honing.lm.client import LM
+
+    lm = LM("local/smollm2-135m", cache=False)
+    grammar = 'root ::= " "? ("card_arrival" | "card_lost" | "pin_change")'
+    requests = [
+        LMRequest(prompt=INTENT_DEMOS + "Query: Someone took my card\nIntent:", grammar=grammar,
+                  max_tokens=10),
+        LMRequest(prompt=sentiment_prompt("Awful, just awful."), choices=[" positive", " negative"]),
+        LMRequest(messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0),
+        LMRequest(prompt="Write one instruction for sorting bank queries:", temperature=1.0, max_tokens=8,
+                  rollout=2),
+    ]
+
+    def fresh(call: Any) -> Any:  # the same KV cache state before each (sampled logits depend on it)
+        engine.complete("something else entirely", max_tokens=2)
+        return call()
+
+    for request in requests:
+        direct = fresh(lambda: lm(request))
+        shim = fresh(lambda: complete_local("smollm2-135m", request))
+        assert (direct.text, direct.choice_logprobs, direct.finish_reason) == \
+            (shim.text, shim.choice_logprobs, shim.finish_reason), request
+        assert (direct.usage.prompt_tokens, direct.usage.completion_tokens) == \
+            (shim.usage.prompt_tokens, shim.usage.completion_tokens)
+    with pytest.raises(LMError, match="invalid GBNF grammar"):
+        lm(LMRequest(prompt="x", grammar="root ::= (", max_tokens=2))
 
 
 @pytest.mark.local_lm

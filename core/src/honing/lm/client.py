@@ -1,12 +1,14 @@
-"""`LM`: one language model behind litellm, with a disk cache, budgets, retries, usage and history.
+"""`LM`: one language model, with a disk cache, budgets, retries, usage and history.
 
     lm = LM("openai/gpt-4o-mini")                      # key from OPENAI_API_KEY
     lm = LM("local/smollm2-135m")                      # the embedded llama.cpp model
     completion = lm(LMRequest(messages=[{"role": "user", "content": "Hi"}]))
 
 A call goes: cache lookup (a hit costs nothing and is counted in `usage.cache_hits`) -> API key check ->
-budget reservation (refused calls are not sent) -> ``litellm.completion`` (with litellm's own retries
-off) -> retries with backoff on 429/5xx/timeouts/connection errors -> usage, history, cache write.
+budget reservation (refused calls are not sent) -> the LM's `Backend` (`honing.lm.backend`) -> retries
+with backoff on 429/5xx/timeouts/connection errors -> usage, history, cache write. The backend of a
+hosted model is ``litellm.completion`` (with litellm's own retries off); that of a ``local/...`` model
+is the embedded engine, called directly (`honing.lm.local.backend.LocalBackend`), without litellm.
 
 The API key lives in a `Secret` and is passed to litellm only; it never appears in `repr(lm)`, in
 errors honing raises (litellm's messages are scrubbed), in logs, history, the cache, or `to_state()`.
@@ -17,19 +19,20 @@ from __future__ import annotations
 import collections
 import difflib
 import logging
-import os
 import random
 import threading
 import time
-import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from honing import settings as _settings
-from honing.errors import ConfigurationError, LMError
+from honing.errors import ConfigurationError, HoningError, LMError
+from honing.lm.backend import Backend
 from honing.lm.budget import Budget, effective_budgets, reserve_all
 from honing.lm.cache import DiskCache, cache_key, get_default_cache
+from honing.lm.litellm_loader import import_litellm
 from honing.lm.retry import RetryPolicy, is_retryable, retry_after_from, status_code_of
 from honing.lm.secrets import Secret, install_log_scrubbing, is_secret_name, safe_url, scrub, without_secrets
 from honing.lm.types import Completion, LMRequest, Usage
@@ -55,53 +58,6 @@ _WELL_KNOWN_PROVIDERS = frozenset({
     "ollama", "ollama_chat", "openrouter", "deepseek", "cohere", "huggingface", "xai", "fireworks_ai",
     "perplexity", "hosted_vllm", "lm_studio", LOCAL_PROVIDER,
 })
-
-_litellm_lock = threading.Lock()
-_litellm_module: Any = None
-
-
-def import_litellm() -> Any:
-    """Import litellm once, quietly: offline cost map, no banner on errors, lazy parts loaded up front.
-
-    Warnings raised while litellm and the pydantic models it defines are imported (deprecations of
-    the libraries it uses) are ignored here, filtered by category and by the warning's module, so the
-    rest of the process keeps its own warning filters (tests run with ``filterwarnings = error``).
-    """
-    global _litellm_module
-    if _litellm_module is not None:
-        return _litellm_module
-    with _litellm_lock:
-        if _litellm_module is None:
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            with warnings.catch_warnings():
-                for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-                    warnings.filterwarnings("ignore", category=category,
-                                            module=r"(litellm|pydantic|httpx|openai|aiohttp)(\.|$)")
-                # the first ModelResponse makes pydantic finish litellm's deferred `Message` schema, which
-                # can warn about a `ReadOnly` TypedDict item: build one now, with that warning ignored
-                warnings.filterwarnings("ignore", message=r".*`ReadOnly` qualifier", category=UserWarning)
-                import litellm
-
-                litellm.ModelResponse()
-
-                # litellm resolves many attributes lazily; touch the ones honing uses so that their
-                # imports (and any warnings from them) happen here, once.
-                for name in ("completion", "completion_cost", "cost_per_token", "token_counter",
-                             "supports_response_schema", "validate_environment", "provider_list",
-                             "AuthenticationError", "custom_provider_map"):
-                    getattr(litellm, name, None)
-                # its first completion imports provider modules that build pydantic adapters (and warn)
-                # at import: run one mocked completion, which sends nothing, so that happens here too
-                try:
-                    litellm.completion(model="openai/honing-warm-up", mock_response="ok",
-                                       messages=[{"role": "user", "content": "warm-up"}])
-                except Exception:  # noqa: BLE001 - only a warm-up; a real call reports real errors
-                    pass
-            litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banner on stdout
-            install_log_scrubbing()
-            _litellm_module = litellm
-    return _litellm_module
-
 
 def known_providers() -> set[str]:
     """Provider prefixes litellm knows, plus the custom ones registered with it and ``local``."""
@@ -206,7 +162,7 @@ class LM:
         self._usage = Usage()
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.history_size)
         self._key_checked = False
-        self._cost_known = True  # False once litellm said it has no price for this model
+        self._backend_instance: Backend | None = None  # made on the first call (see `_backend`)
         self._rng = random.Random()
 
     # --- description ---------------------------------------------------------------------------------
@@ -365,16 +321,15 @@ class LM:
 
     def _send(self, request: LMRequest, budgets: list[Budget]) -> Completion:
         self._check_api_key()
-        kwargs = self._litellm_kwargs(request)
+        backend = self._backend
+        effective = self._effective(request)
         tokens_estimate, cost_estimate = self._estimate(request) if budgets else (0, 0.0)
         retries = 0 if self.is_local else self.num_retries  # local failures are not transient
         attempt = 0
-        litellm = import_litellm()
         while True:
             reservations = reserve_all(budgets, calls=1, tokens=tokens_estimate, cost=cost_estimate)
             try:
-                response = litellm.completion(**kwargs)
-                completion = self._to_completion(request, response)
+                completion = backend.complete(effective)
             except Exception as exc:  # noqa: BLE001 - mapped to honing errors below
                 for r in reservations:
                     r.budget.release(r, sent=True)
@@ -402,6 +357,15 @@ class LM:
 
     # --- pieces of a call ----------------------------------------------------------------------------
 
+    @property
+    def _backend(self) -> Backend:
+        """Where this LM's requests go: the embedded engine for ``local/...``, else litellm."""
+        backend = self._backend_instance
+        if backend is None:
+            backend = _local_backend(self.model, self.kwargs) if self.is_local else _LiteLLMBackend(self)
+            self._backend_instance = backend
+        return backend
+
     def _effective(self, request: LMRequest) -> LMRequest:
         """`request` with the LM's defaults filled in."""
         return attrs.evolve(
@@ -409,44 +373,6 @@ class LM:
             temperature=request.temperature if request.temperature is not None else self.temperature,
             max_tokens=request.max_tokens if request.max_tokens is not None else self.max_tokens,
         )
-
-    def _litellm_kwargs(self, request: LMRequest) -> dict[str, Any]:
-        effective = self._effective(request)
-        if self.is_local:
-            local = _local_module()
-            local.register_local_provider()
-            kwargs = dict(local.litellm_kwargs(effective, model=self.model))
-            for k, v in self.kwargs.items():
-                kwargs.setdefault(k, v)
-            kwargs["num_retries"] = 0
-            return kwargs
-        if request.grammar:
-            logger.debug("lm %s: grammar ignored (only local models use it)", self.model)
-        messages = (list(request.messages) if request.messages is not None
-                    else [{"role": "user", "content": request.prompt}])
-        kwargs = {"model": self.model, "messages": [dict(m) for m in messages]}
-        if effective.temperature is not None:
-            kwargs["temperature"] = effective.temperature
-        if effective.max_tokens is not None:
-            kwargs["max_tokens"] = effective.max_tokens
-        if request.stop:
-            kwargs["stop"] = list(request.stop)
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.response_format is not None:
-            kwargs["response_format"] = request.response_format
-        kwargs.update(self.kwargs)
-        for k, v in self._secret_kwargs.items():
-            kwargs[k] = v.reveal() if isinstance(v, Secret) else v
-        if self.api_base is not None:
-            kwargs["api_base"] = self.api_base
-        if self._api_key is not None:
-            kwargs["api_key"] = self._api_key.reveal()
-        if self.timeout is not None:
-            kwargs["timeout"] = self.timeout
-        kwargs["num_retries"] = 0
-        kwargs["max_retries"] = 0  # the OpenAI SDK retries twice by default
-        return kwargs
 
     def _cache_key(self, request: LMRequest) -> str:
         params = {k: v for k, v in without_secrets(self.kwargs).items() if k not in _NON_OUTPUT_OPTIONS}
@@ -487,91 +413,32 @@ class LM:
             completion_tokens = sum(len(c) // 4 + 1 for c in request.choices)
         else:
             completion_tokens = request.max_tokens or self.max_tokens or DEFAULT_MAX_TOKENS_ESTIMATE
-        return prompt_tokens + completion_tokens, self._price(prompt_tokens, completion_tokens)
+        return prompt_tokens + completion_tokens, self._backend.price(prompt_tokens, completion_tokens)
 
     def _count_prompt_tokens(self, request: LMRequest) -> int:
-        text = request.text()
         try:
-            litellm = import_litellm()
-            if request.messages is not None:
-                n = litellm.token_counter(model=self.model, messages=[dict(m) for m in request.messages])
-            else:
-                n = litellm.token_counter(model=self.model, text=request.prompt)
-            return int(n)
+            return int(self._backend.count_prompt_tokens(request))
         except Exception:  # noqa: BLE001 - no tokenizer: a rough estimate is enough for a reservation
-            return len(text) // 4 + 1
-
-    def _price(self, prompt_tokens: int, completion_tokens: int) -> float:
-        if self.is_local or not self._cost_known:
-            return 0.0
-        try:
-            prompt_cost, completion_cost = import_litellm().cost_per_token(
-                model=self.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-            return float(prompt_cost) + float(completion_cost)
-        except Exception:  # noqa: BLE001 - not in litellm's price map
-            self._cost_known = False
-            return 0.0
-
-    def _cost_of(self, response: Any, usage: Usage) -> float:
-        if self.is_local or not self._cost_known:
-            return 0.0
-        hidden = getattr(response, "_hidden_params", None) or {}
-        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-        if isinstance(cost, (int, float)) and cost >= 0:
-            return float(cost)
-        try:
-            return float(import_litellm().completion_cost(completion_response=response, model=self.model) or 0.0)
-        except Exception:  # noqa: BLE001 - not in litellm's price map
-            return self._price(usage.prompt_tokens, usage.completion_tokens)
-
-    def _to_completion(self, request: LMRequest, response: Any) -> Completion:
-        try:
-            choice = response.choices[0]
-            message = getattr(choice, "message", None)
-            text = getattr(message, "content", None) if message is not None else getattr(choice, "text", None)
-            finish_reason = getattr(choice, "finish_reason", None)
-        except (AttributeError, IndexError, TypeError) as exc:
-            raise _MalformedResponse(f"the reply has no choices ({type(exc).__name__})") from None
-        text = "" if text is None else str(text)
-        raw_usage = getattr(response, "usage", None)
-        prompt_tokens = getattr(raw_usage, "prompt_tokens", None)
-        completion_tokens = getattr(raw_usage, "completion_tokens", None)
-        if not isinstance(prompt_tokens, int):
-            prompt_tokens = self._count_prompt_tokens(request)
-        if not isinstance(completion_tokens, int):
-            completion_tokens = len(text) // 4
-        choice_logprobs = None
-        reused = 0
-        if self.is_local:
-            extras = _local_module().completion_extras(response) or {}
-            choice_logprobs = extras.get("choice_logprobs")
-            reused = int(extras.get("reused_prompt_tokens") or 0)
-        usage = Usage(calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      reused_prompt_tokens=reused)
-        usage = attrs.evolve(usage, cost=self._cost_of(response, usage))
-        return Completion(text=text, model=self.model, usage=usage, choice_logprobs=choice_logprobs,
-                          finish_reason=None if finish_reason is None else str(finish_reason))
+            return len(request.text()) // 4 + 1
 
     def _all_secrets(self) -> list[Secret]:
         return [s for s in (self._api_key, *self._scrub_extra) if s is not None]
 
     def _map_error(self, exc: BaseException, attempt: int) -> Exception:
         """A honing error for `exc`, with every key scrubbed from its message."""
-        from honing.errors import HoningError
-
-        if isinstance(exc.__cause__, HoningError):  # the local provider's own error, wrapped by litellm
+        if isinstance(exc, HoningError):  # the backend's own error (the local engine's), as it is
+            return exc
+        if isinstance(exc.__cause__, HoningError):  # a honing error wrapped by litellm
             return exc.__cause__
         status = status_code_of(exc)
         message = scrub(f"{type(exc).__name__}: {exc}", self._all_secrets())
-        litellm = import_litellm()
         if isinstance(exc, _MalformedResponse):
             return LMError(f"{self.model}: {message}", status_code=None, retryable=True)
-        if isinstance(exc, litellm.AuthenticationError) or status == 401:
+        if not self.is_local and (isinstance(exc, import_litellm().AuthenticationError) or status == 401):
             missing = self._missing_key_env()
             if missing:
-                where = missing
                 return ConfigurationError(
-                    f"no API key for {self.model!r}: pass LM({self.model!r}, api_key=...) or set {where} "
+                    f"no API key for {self.model!r}: pass LM({self.model!r}, api_key=...) or set {missing} "
                     f"(the provider said: {message})")
         retryable = is_retryable(exc)
         attempts = attempt + 1
@@ -629,11 +496,110 @@ def _strings_in(values: Any) -> list[str]:
     return [s for s in out if len(s) >= 8]
 
 
-def _local_module() -> Any:
+def _local_backend(model: str, options: Mapping[str, Any]) -> Backend:
     try:
-        from honing.lm import local
+        from honing.lm.local.backend import LocalBackend
     except ImportError as exc:
         raise ConfigurationError(
             f"the local provider is not available ({exc}); install honing[local] (llama-cpp-python)"
         ) from None
-    return local
+    return LocalBackend(model, options)
+
+
+class _LiteLLMBackend:
+    """The `Backend` of a hosted model: one ``litellm.completion`` per call.
+
+    It reads the LM's settings at every call (so a changed ``lm.api_base`` applies), reveals the LM's
+    credentials to litellm only, and turns litellm's response into a `Completion` with its cost.
+    """
+
+    def __init__(self, lm: LM) -> None:
+        self._lm = lm
+        self._cost_known = True  # False once litellm said it has no price for this model
+
+    def complete(self, request: LMRequest) -> Completion:
+        response = import_litellm().completion(**self.kwargs(request))
+        return self._to_completion(request, response)
+
+    def kwargs(self, request: LMRequest) -> dict[str, Any]:
+        """The kwargs of ``litellm.completion`` for `request` (the LM's defaults already filled in)."""
+        lm = self._lm
+        if request.grammar:
+            logger.debug("lm %s: grammar ignored (only local models use it)", lm.model)
+        messages = (list(request.messages) if request.messages is not None
+                    else [{"role": "user", "content": request.prompt}])
+        kwargs = {"model": lm.model, "messages": [dict(m) for m in messages]}
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            kwargs["max_tokens"] = request.max_tokens
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.response_format is not None:
+            kwargs["response_format"] = request.response_format
+        kwargs.update(lm.kwargs)
+        for k, v in lm._secret_kwargs.items():
+            kwargs[k] = v.reveal() if isinstance(v, Secret) else v
+        if lm.api_base is not None:
+            kwargs["api_base"] = lm.api_base
+        if lm._api_key is not None:
+            kwargs["api_key"] = lm._api_key.reveal()
+        if lm.timeout is not None:
+            kwargs["timeout"] = lm.timeout
+        kwargs["num_retries"] = 0
+        kwargs["max_retries"] = 0  # the OpenAI SDK retries twice by default
+        return kwargs
+
+    def count_prompt_tokens(self, request: LMRequest) -> int:
+        litellm = import_litellm()
+        if request.messages is not None:
+            messages = [dict(m) for m in request.messages]
+            return int(litellm.token_counter(model=self._lm.model, messages=messages))
+        return int(litellm.token_counter(model=self._lm.model, text=request.prompt))
+
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float:
+        if not self._cost_known:
+            return 0.0
+        try:
+            prompt_cost, completion_cost = import_litellm().cost_per_token(
+                model=self._lm.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            return float(prompt_cost) + float(completion_cost)
+        except Exception:  # noqa: BLE001 - not in litellm's price map
+            self._cost_known = False
+            return 0.0
+
+    def _cost_of(self, response: Any, usage: Usage) -> float:
+        if not self._cost_known:
+            return 0.0
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+        if isinstance(cost, (int, float)) and cost >= 0:
+            return float(cost)
+        try:
+            return float(import_litellm().completion_cost(completion_response=response, model=self._lm.model)
+                         or 0.0)
+        except Exception:  # noqa: BLE001 - not in litellm's price map
+            return self.price(usage.prompt_tokens, usage.completion_tokens)
+
+    def _to_completion(self, request: LMRequest, response: Any) -> Completion:
+        try:
+            choice = response.choices[0]
+            message = getattr(choice, "message", None)
+            text = getattr(message, "content", None) if message is not None else getattr(choice, "text", None)
+            finish_reason = getattr(choice, "finish_reason", None)
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise _MalformedResponse(f"the reply has no choices ({type(exc).__name__})") from None
+        text = "" if text is None else str(text)
+        raw_usage = getattr(response, "usage", None)
+        prompt_tokens = getattr(raw_usage, "prompt_tokens", None)
+        completion_tokens = getattr(raw_usage, "completion_tokens", None)
+        if not isinstance(prompt_tokens, int):
+            prompt_tokens = self._lm._count_prompt_tokens(request)
+        if not isinstance(completion_tokens, int):
+            completion_tokens = len(text) // 4
+        usage = Usage(calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        usage = attrs.evolve(usage, cost=self._cost_of(response, usage))
+        return Completion(text=text, model=self._lm.model, usage=usage,
+                          finish_reason=None if finish_reason is None else str(finish_reason))

