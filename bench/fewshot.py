@@ -115,8 +115,9 @@ def run_method(method: str, classify: Any, train: list[Any], val: list[Any], dev
         elif method == "random_search":
             optimizer = BootstrapFewShotWithRandomSearch(accuracy, num_candidate_programs=args.num_candidates,
                                                          seed=args.seed, display_progress=args.progress)
-            program = optimizer.compile(student, trainset=train, valset=val, **run_dir(args, "random_search"))
-            searched["random_search"], searched["lm"] = optimizer, lm
+            run = optimizer.compile_run(student, trainset=train, valset=val, **run_dir(args, "random_search"))
+            program = run.program
+            searched["random_search"], searched["lm"] = run, lm
         elif method == "optuna":
             program = BootstrapFewShotWithOptuna(accuracy, num_candidate_programs=args.num_candidates,
                                                  seed=args.seed, display_progress=args.progress).compile(

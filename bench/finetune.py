@@ -79,7 +79,7 @@ def peak_rss_mb() -> float:
 def prompt_len(program: Any, dev: list[Any]) -> float:
     """Mean tokens of the rendered prompt (without the scored choices) over the dev inputs."""
     import honing as hn
-    from honing.adapters import resolve_adapter
+    from honing.plugins.lookup import resolve_adapter
     from honing.lm.local import get_engine, resolve_model_path
 
     engine = get_engine(resolve_model_path("smollm2-135m"))

@@ -52,7 +52,8 @@ def bench_embedding(texts: list[str], cache_dir: str, threads: int | None) -> di
     """Cold (fresh cache) and cached sentences/s over `texts`, and one-text latency, with `threads`
     torch threads (None: torch's default)."""
     import torch
-    from honing.embedders import CachedEmbedder, EmbeddingCache, resolve_embedder
+    from honing.embedders import CachedEmbedder, EmbeddingCache
+    from honing.plugins.lookup import resolve_embedder
 
     model = resolve_embedder(None)
     started = time.perf_counter()
@@ -87,7 +88,8 @@ def embed_real(texts: list[str]) -> Any:
     """The real vectors, through the default embedding cache (``$HONING_CACHE_DIR``): the first run
     embeds them (on one torch thread, the faster setting on this 2-core machine), later runs read them."""
     import torch
-    from honing.embedders import CachedEmbedder, resolve_embedder
+    from honing.embedders import CachedEmbedder
+    from honing.plugins.lookup import resolve_embedder
 
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -183,7 +183,7 @@ def _quick(**params: Any) -> Callable[[Env, dict[str, Any]], dict[str, Any]]:
 
 def _knn_params(env: Env, overrides: dict[str, Any]) -> dict[str, Any]:
     # embeddings from the loopback server too (its /v1/embeddings is faulted like the chat route)
-    from honing.embedders import resolve_embedder
+    from honing.plugins.lookup import resolve_embedder
 
     embedder = resolve_embedder("openai/text-embedding-3-small", api_base=env.url, api_key="sk-test",
                                 timeout=env.lm.timeout, num_retries=8)

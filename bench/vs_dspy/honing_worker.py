@@ -225,7 +225,7 @@ def throughput(job: dict[str, Any]) -> dict[str, Any]:
 
 def embed(job: dict[str, Any]) -> dict[str, Any]:
     """Vectors of honing's default KNN embedder, for the DSPy worker to use the very same ones."""
-    from honing.embedders import resolve_embedder
+    from honing.plugins.lookup import resolve_embedder
 
     embedder = resolve_embedder(None)
     texts = job["texts"]

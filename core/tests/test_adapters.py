@@ -13,11 +13,11 @@ from honing.adapters import (
     JSONAdapter,
     TranscriptAdapter,
     default_adapter_name,
-    resolve_adapter,
 )
 from honing.adapters.base import demo_fields, type_hint, usable_demos
 from honing.adapters.json import json_schema, signature_schema
 from honing.adapters.transcript import effective_decoding
+from honing.plugins.lookup import resolve_adapter
 from honing.errors import HoningError, ParseError
 from honing.lm.types import LMRequest
 from honing.signatures import Field, parse_signature

@@ -15,10 +15,10 @@ from honing.embedders import (
     LiteLLMEmbedder,
     get_default_embedding_cache,
     normalize,
-    resolve_embedder,
 )
 from honing.lm.cache import DiskCache, get_default_cache
 from honing.plugins import hookimpl, make_plugin_manager
+from honing.plugins.lookup import resolve_embedder
 from honing.plugins.registry import UnknownEntry
 
 
@@ -203,12 +203,12 @@ def test_unknown_names_say_what_to_do(pm):
 def test_the_default_and_sentence_transformers_name_the_plugin_to_install(pm, monkeypatch):
     from honing.plugins import registry
 
-    monkeypatch.setattr(registry, "_distribution_installed", lambda name: False)
+    monkeypatch.setattr(registry, "distribution_installed", lambda name: False)
     with pytest.raises(UnknownEntry, match="comes with the honing-knn plugin: pip install honing-knn"):
         resolve_embedder(None, pm=pm)
     with pytest.raises(UnknownEntry, match="pip install honing-knn"):
         resolve_embedder("sentence-transformers/all-MiniLM-L6-v2", pm=pm)
-    monkeypatch.setattr(registry, "_distribution_installed", lambda name: True)
+    monkeypatch.setattr(registry, "distribution_installed", lambda name: True)
     with pytest.raises(UnknownEntry, match="installed but did not register it"):
         resolve_embedder(None, pm=pm)
 

@@ -3,16 +3,15 @@ optimizer gets, and a clean Ctrl-C."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
 
+import attrs
 import honing as hn
 import pytest
 from honing.errors import BudgetExceeded
 from honing.lm.usage import track_usage
 from honing.optimizers.base import Optimizer
-from honing.optimizers.record import OptimizerRecord
-from honing.runs import RunDirError, append_event, read_events
+from honing.record import OptimizerRecord
+from honing.runs import RunDirError, read_events
 
 
 def trainset() -> list[hn.Example]:
@@ -22,18 +21,19 @@ def trainset() -> list[hn.Example]:
 class Spends(Optimizer):
     """Asks a budget for `calls` calls; what it does when refused is set per test."""
 
-    def __init__(self, calls: int, on_refusal: str = "raise", **kw: Any) -> None:
-        super().__init__(None, calls=calls, on_refusal=on_refusal, **kw)
-        self.calls, self.on_refusal = calls, on_refusal
+    @attrs.frozen
+    class Settings:
+        calls: int
+        on_refusal: str = "raise"
 
-    def optimize(self, program, *, trainset, valset, teacher, **kwargs):
+    def optimize(self, program, run):
         budget = hn.settings.current().budget
         done = 0
         try:
             for _ in range(self.calls):
                 budget.release(budget.reserve(), sent=True)
                 done += 1
-                program.predictors()[0].demos = [dict(e) for e in trainset[:done]]
+                program.predictors()[0].demos = [dict(e) for e in run.trainset[:done]]
         except BudgetExceeded as exc:
             if self.on_refusal == "swallow":  # keeps what it had, but forgets to say so
                 return program
@@ -78,9 +78,9 @@ def test_no_refusal_no_mark():
 
 def test_every_optimizer_gets_a_run_log_with_its_outcome(tmp_path):
     class Counts(Spends):
-        def optimize(self, program, **kwargs):
-            self.example_errors += 2
-            program = super().optimize(program, **kwargs)
+        def optimize(self, program, run):
+            run.count_errors(2)
+            program = super().optimize(program, run)
             program.compile_record = OptimizerRecord(name=self.name, errors=1)
             return program
 
@@ -99,7 +99,7 @@ def test_every_optimizer_gets_a_run_log_with_its_outcome(tmp_path):
 
 def test_ctrl_c_is_logged_and_says_how_to_resume(tmp_path, capsys):
     class Interrupted(Optimizer):
-        def optimize(self, program, **kwargs):
+        def optimize(self, program, run):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -110,10 +110,3 @@ def test_ctrl_c_is_logged_and_says_how_to_resume(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         Interrupted().compile(hn.Predict("q -> a"), trainset=trainset())
     assert "--run-dir" in capsys.readouterr().err
-
-
-def test_append_event_starts_a_log_and_is_durable(tmp_path):
-    append_event(tmp_path / "r", "compiled", optimizer="X", parameters={"k": 1}, errors=0)
-    append_event(tmp_path / "r", "compiled", optimizer="X", parameters={"k": 1}, errors=1)
-    lines = (tmp_path / "r" / "events.jsonl").read_text().splitlines()
-    assert [json.loads(line)["event"] for line in lines] == ["start", "compiled", "compiled"]

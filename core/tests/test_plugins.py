@@ -7,7 +7,6 @@ import sys
 import textwrap
 import threading
 import time
-import types
 import uuid
 
 import pluggy
@@ -79,12 +78,11 @@ def global_pm(pm):
 
 @pytest.fixture
 def core_adapters(monkeypatch):
-    """Stand in for `honing.adapters` so these tests do not depend on the real adapters importing."""
+    """Stand in for the core's adapters so these tests do not depend on the real ones."""
+    from honing.plugins import builtins as core_builtins
 
     def install(adapters: dict) -> None:
-        fake = types.ModuleType("honing.adapters")
-        fake.builtin_adapters = lambda: dict(adapters)
-        monkeypatch.setitem(sys.modules, "honing.adapters", fake)
+        monkeypatch.setattr(core_builtins, "builtin_adapters", lambda: dict(adapters))
 
     install({})
     return install
@@ -389,7 +387,7 @@ def test_unknown_optimizer_lists_installed_and_suggests_the_close_match(pm):
 
 
 def test_missing_official_optimizer_suggests_pip_install(pm, monkeypatch):
-    monkeypatch.setattr(registry_module, "_distribution_installed", lambda name: False)
+    monkeypatch.setattr(registry_module, "distribution_installed", lambda name: False)
     registry = optimizer_registry(pm)
 
     with pytest.raises(UnknownOptimizer, match="pip install honing-labeled") as info:
@@ -400,7 +398,7 @@ def test_missing_official_optimizer_suggests_pip_install(pm, monkeypatch):
 
 
 def test_official_plugin_installed_but_disabled_says_so(monkeypatch):
-    monkeypatch.setattr(registry_module, "_distribution_installed", lambda name: True)
+    monkeypatch.setattr(registry_module, "distribution_installed", lambda name: True)
     monkeypatch.setenv("HONING_DISABLE_PLUGINS", "labeled")
     registry = optimizer_registry(make_plugin_manager(load_entrypoints=False))
 

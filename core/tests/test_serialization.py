@@ -9,7 +9,7 @@ import pytest
 
 import honing as hn
 from honing.errors import LoadError
-from honing.optimizers.record import OptimizerRecord
+from honing.record import OptimizerRecord
 from honing.serialization import SCHEMA_VERSION, dumps_program, parse_document
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from honing.optimizers.storage import with_driver
+from honing.optimizers.kit.storage import with_driver
 
 
 @pytest.mark.parametrize("url", ["sqlite:///run/study.db", "postgresql+psycopg2://u@h/db", "mysql://u@h/db",

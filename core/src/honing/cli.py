@@ -147,11 +147,9 @@ OPTIONAL_COMPILE_FLAGS = {"storage": "storage", "study": "study_name", "dry_run"
 
 
 def _optional_compile_flags(args: argparse.Namespace, optimizer: Any) -> dict[str, Any]:
-    """The keywords of the optional flags given; a flag the optimizer does not name in its `optimize`
-    is refused before any LM call."""
-    import inspect
-
-    accepted = inspect.signature(optimizer.optimize).parameters
+    """The keywords of the optional flags given; a flag the optimizer does not declare among its
+    `compile_options` is refused before any LM call."""
+    accepted = optimizer.compile_options
     given = {keyword: getattr(args, flag) for flag, keyword in OPTIONAL_COMPILE_FLAGS.items() if getattr(args, flag)}
     unsupported = ["--" + flag.replace("_", "-") for flag, keyword in OPTIONAL_COMPILE_FLAGS.items()
                    if keyword in given and keyword not in accepted]
@@ -217,9 +215,23 @@ def _placeholder_inputs(predictor: Any, given: dict[str, Any]) -> dict[str, Any]
     return {f.name: given.get(f.name, f"{{{f.name}}}") for f in predictor.signature.input_fields}
 
 
+def predictors_from_document(doc: Any) -> list[tuple[str, Any]]:
+    """Standalone Predict objects for each saved predictor: enough to render or run its prompts
+    without the program's code (what `honing inspect` and `honing export` show)."""
+    from honing.modules import Predict
+    from honing.serialization import signature_from_state
+
+    out = []
+    for state in doc.predictors:
+        predictor = Predict(signature_from_state(state.signature), decoding=state.decoding, adapter=state.adapter)
+        predictor.demos = [dict(d) for d in state.demos]
+        out.append((state.name, predictor))
+    return out
+
+
 def _adapter_for(predictor: Any, name: str | None, lm_state: dict[str, Any] | None) -> Any:
     """The adapter the saved predictor would use: named, saved, or its LM's default (by provider)."""
-    from honing.adapters import resolve_adapter
+    from honing.plugins.lookup import resolve_adapter
 
     model = (lm_state or {}).get("model") or os.environ.get("HONING_LM", DEFAULT_LM)
 
@@ -230,7 +242,7 @@ def _adapter_for(predictor: Any, name: str | None, lm_state: dict[str, Any] | No
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from honing.serialization import predictors_from_document, read_document
+    from honing.serialization import read_document
 
     doc = read_document(args.file)
     print(f"{args.file}: program {doc.program}, honing {doc.honing_version}, schema {doc.schema_version}")
@@ -251,7 +263,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from honing.serialization import predictors_from_document, read_document
+    from honing.serialization import read_document
 
     doc = read_document(args.file)
     given = parse_params(args.input or [])

@@ -6,7 +6,7 @@ is saved with compiled programs, so a loaded program can find its embedder again
 
 Where embedders come from:
 
-- by name, through the `register_embedders` hook (`resolve_embedder("openai/text-embedding-3-small")`).
+- by name, through the `register_embedders` hook (`honing.plugins.lookup.resolve_embedder("openai/...")`).
   The core registers `LiteLLMEmbedder` for the embedding providers litellm knows (``openai/``,
   ``cohere/``, ``voyage/``, ...) and ``litellm/<provider>/<model>`` for any other litellm model;
   plugins register theirs (honing-knn: ``sentence-transformers/<model>`` and ``default``);
@@ -37,7 +37,7 @@ from honing.lm.cache import SQLiteFile
 
 logger = logging.getLogger("honing.embedders")
 
-#: The name `resolve_embedder(None)` looks up: an alias registered by the plugin providing the default
+#: The name `lookup.resolve_embedder(None)` looks up: an alias registered by the plugin providing the default
 #: embedder (honing-knn registers it for the packaged all-MiniLM-L6-v2 sentence-transformers model).
 DEFAULT_EMBEDDER = "default"
 
@@ -186,51 +186,6 @@ def litellm_embedder_factory(name: str, **options: Any) -> LiteLLMEmbedder:
 def builtin_embedders() -> dict[str, Callable[..., Any]]:
     """The core's own registrations: litellm providers as name prefixes."""
     return {f"{p}/": litellm_embedder_factory for p in (*LITELLM_EMBEDDING_PROVIDERS, "litellm")}
-
-
-# ----------------------------------------------------------------------------------------------------
-# resolving
-
-def resolve_embedder(spec: Any = None, *, pm: Any = None, **options: Any) -> Any:
-    """An embedder from a name (through the registry), a callable, or an embedder object.
-
-    None means `DEFAULT_EMBEDDER`. `options` (e.g. ``api_base=``, ``api_key=``) go to the factory of a
-    named embedder. An unknown name raises `UnknownEntry` naming what is installed and, for names an
-    official plugin provides, the ``pip install`` that brings it.
-    """
-    if spec is None:
-        spec = DEFAULT_EMBEDDER
-    if isinstance(spec, str):
-        from honing.plugins.registry import UnknownEntry, embedder_registry
-
-        registry = embedder_registry(pm)
-        try:
-            entry = registry.resolve(spec)
-        except UnknownEntry as exc:
-            raise UnknownEntry(_unknown_message(spec, str(exc), registry)) from None
-        return entry.obj(spec, **options)
-    if options:
-        raise TypeError(f"options {sorted(options)} apply only to embedders given by name")
-    if isinstance(spec, Embedder):
-        return spec
-    if callable(spec):
-        return CallableEmbedder(spec)
-    raise TypeError(f"an embedder is a name, a callable list[str] -> array, or an object with name and "
-                    f"embed(); got {type(spec).__name__}")
-
-
-def _unknown_message(spec: str, message: str, registry: Any) -> str:
-    from honing.plugins.registry import _distribution_installed
-
-    for name, distribution in OFFICIAL_EMBEDDERS.items():
-        if spec == name or (name[-1] in "/:" and spec.startswith(name)):
-            if not _distribution_installed(distribution):
-                return f"the embedder {spec!r} comes with the {distribution} plugin: pip install {distribution}"
-            return (f"{message}; the embedder {spec!r} comes with {distribution}, which is installed but "
-                    "did not register it (is the plugin disabled with HONING_DISABLE_PLUGINS?)")
-    if "/" in spec and "litellm/" in registry:
-        return f"{message}; for any other litellm embedding model use 'litellm/{spec}'"
-    return message
 
 
 # ----------------------------------------------------------------------------------------------------

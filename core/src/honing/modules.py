@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import inspect
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from honing import settings, tracing
 from honing.data import Example, Prediction
 from honing.errors import ConfigurationError, InputError
+from honing.plugins.lookup import resolve_adapter
+from honing.serialization import load_program, save_program
 from honing.signatures import Field, Signature, coerce_input, ensure_signature
 
 # id(predictor) -> dotted name, set by the outermost Module call so nested predictors know their name.
@@ -81,6 +84,21 @@ class Module:
         visit(self, "")
         return found
 
+    def input_names(self) -> list[str] | None:
+        """The input field names this program takes, or None when they cannot be known.
+
+        The one way a program declares its inputs (optimizers check examples against it, the CLI reads
+        it). The default reads the parameters `forward` names; a module whose forward takes ``**inputs``
+        for inner programs (an ensemble, a retrieval wrapper) overrides this.
+        """
+        try:
+            params = inspect.signature(self.forward).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
+            return None
+        return [p.name for p in params]
+
     def prefetch(self, inputs: Sequence[Mapping[str, Any]]) -> None:
         """Prepare for many calls at once, before they run one by one (Evaluate calls it with its whole
         devset). A program that can batch work ahead, like embedding every query for a KNN lookup,
@@ -114,8 +132,6 @@ class Module:
     # -- files --------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the program's learned state (instructions, demos, LMs, optimizer record) as JSON."""
-        from honing.serialization import save_program
-
         save_program(self, path)
 
     def load(self, path: str | os.PathLike[str], *, allow_endpoints: bool = False) -> Module:
@@ -124,8 +140,6 @@ class Module:
         A file that points an LM at another endpoint (`api_base`, headers, ...) is refused unless
         `allow_endpoints=True`: a downloaded program must not be able to send your API key elsewhere.
         """
-        from honing.serialization import load_program
-
         load_program(self, path, allow_endpoints=allow_endpoints)
         return self
 
@@ -195,9 +209,10 @@ class Predict(Module):
     def __repr__(self) -> str:
         return f"Predict({self.signature!r}, demos={len(self.demos)})"
 
-    def forward(self, **inputs: Any) -> Prediction:
-        from honing.adapters import resolve_adapter
+    def input_names(self) -> list[str]:
+        return [f.name for f in self.signature.input_fields]
 
+    def forward(self, **inputs: Any) -> Prediction:
         values = self._check_inputs(inputs)
         lm = self.lm or settings.current().lm
         if lm is None:
@@ -249,6 +264,9 @@ class ChainOfThought(Module):
         reasoning = Field("reasoning", "output", str, reasoning_desc, "Reasoning")
         self.predict = Predict(base.prepend_output(reasoning), **predict_kwargs)
 
+    def input_names(self) -> list[str]:
+        return self.predict.input_names()
+
     def forward(self, **inputs: Any) -> Prediction:
         return self.predict(**inputs)
 
@@ -280,25 +298,8 @@ def call_demos(demos: dict[Predict, list[dict[str, Any]]]) -> Iterator[None]:
 
 
 def program_inputs(program: Module) -> list[str] | None:
-    """The input field names a program takes, when they can be known: Predict / ChainOfThought, a module
-    whose forward() names its parameters, or one that says so with an ``input_names()`` method (e.g. a
-    wrapper whose forward takes ``**inputs`` for its inner programs)."""
-    declared = getattr(program, "input_names", None)
-    if callable(declared):
-        return declared()
-    if isinstance(program, Predict):
-        return [f.name for f in program.signature.input_fields]
-    if isinstance(program, ChainOfThought):
-        return [f.name for f in program.predict.signature.input_fields]
-    import inspect
-
-    try:
-        params = inspect.signature(program.forward).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
-        return None
-    return [p.name for p in params]
+    """The input field names `program` declares (`Module.input_names`), or None when unknown."""
+    return program.input_names()
 
 
 def as_example(value: Any, *, index: int | None = None) -> Example:

@@ -36,6 +36,8 @@ class RunLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / EVENTS
         self._lock = threading.Lock()
+        #: True once `finish` wrote the run's summary (the optimizer closed its own log)
+        self.closed = False
         self.previous: list[dict[str, Any]] = []
         if self.path.exists() and self.path.stat().st_size > 0:
             if not resume:
@@ -75,34 +77,13 @@ class RunLog:
     def finish(self, *, summary: dict[str, Any], points: list[tuple[str, float]], title: str) -> None:
         """Write `summary.json`, a human `summary.txt` and `scores.png` (when matplotlib is installed)."""
         self.event("finish", **summary)
+        self.closed = True
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
         lines = [f"{title}", ""]
         lines += [f"  {key:<28} {score:.3f}" for key, score in points]
         lines += ["", *(f"{k}: {v}" for k, v in summary.items() if not isinstance(v, (list, dict)))]
         (self.dir / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         write_plot(self.dir / "scores.png", points, title)
-
-
-def append_event(run_dir: str | os.PathLike[str], kind: str, *, optimizer: str, parameters: dict[str, Any],
-                 **fields: Any) -> None:
-    """Append one durable event to `run_dir`'s log, starting the log (a "start" event) if there is none.
-
-    `Optimizer.compile` uses this for what every compile records whatever the optimizer logs itself:
-    the outcome ("compiled", with the error counts and whether the budget ran out) or an interruption.
-    """
-    directory = Path(run_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / EVENTS
-    lines = []
-    if not path.exists() or path.stat().st_size == 0:
-        lines.append({"event": "start", "time": round(time.time(), 3), "optimizer": optimizer,
-                      "parameters": parameters})
-    lines.append({"event": kind, "time": round(time.time(), 3), **fields})
-    text = "".join(json.dumps(line, ensure_ascii=False, default=str) + "\n" for line in lines)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

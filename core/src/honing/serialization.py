@@ -10,7 +10,6 @@ the predictor and field that differ; every malformed value is reported with its 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -23,9 +22,10 @@ import cattrs
 
 from honing._version import __version__
 from honing.errors import ConfigurationError, LoadError
-from honing.jsontext import nesting_depth
-from honing.optimizers.record import OptimizerRecord
-from honing.signatures import Field, type_to_str
+from honing.lm.client import LM
+from honing.jsontext import json_safe, nesting_depth
+from honing.record import OptimizerRecord
+from honing.signatures import Field, make_signature, type_from_str, type_to_str
 
 SCHEMA_VERSION = 1
 #: JSON nested deeper than this is refused before parsing (a hostile file must not exhaust the stack).
@@ -69,15 +69,11 @@ class ProgramDocument:
     optimizer: OptimizerRecord | None = None
 
 
-def make_converter(pm: Any = None) -> cattrs.Converter:
-    """The one converter for honing's documents, extended by plugins' `register_converter_hooks`."""
+def make_converter() -> cattrs.Converter:
+    """The one converter for honing's documents and plugins' saved state: extra keys refused, scalars
+    of exactly their type. (Plugins' extra state is plain JSON data, so no plugin hook extends it.)"""
     converter = cattrs.Converter(forbid_extra_keys=True)
     _register_strict_scalars(converter)
-    if pm is None:
-        from honing.plugins.manager import get_plugin_manager
-
-        pm = get_plugin_manager()
-    pm.hook.register_converter_hooks(converter=converter)
     return converter
 
 
@@ -108,7 +104,7 @@ def program_document(program: Any) -> ProgramDocument:
         predictors.append(PredictorState(
             name=name,
             signature=SignatureState(sig.__name__, sig.instructions, fields),
-            demos=tuple(_json_safe(dict(d)) for d in predictor.demos),
+            demos=tuple(json_safe(dict(d)) for d in predictor.demos),
             lm=lm_state,
             decoding=predictor.decoding,
             decoding_used=dict(getattr(predictor, "decoding_used", {})),
@@ -140,23 +136,6 @@ def save_program(program: Any, path: str | os.PathLike[str]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _json_safe(value: Any) -> Any:
-    """Demo values as JSON values (enums by value, tuples as lists, anything else as text)."""
-    import enum
-
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return _json_safe(value.value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -222,6 +201,18 @@ def parse_document(data: bytes | str, *, file: str | None = None,
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         message, path = _first_error(exc)
         raise LoadError(message, file=file, path=path) from None
+
+
+def structure_state(raw: Any, cls: type, *, path: str = "$", file: str | None = None) -> Any:
+    """A plugin's saved state (e.g. a module's `extra_state`) as its attrs class `cls`, structured by the
+    core's converter: attrs validators and exact scalar types decide, and any problem is a LoadError
+    naming the JSON path under `path`."""
+    try:
+        return make_converter().structure(raw, cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        message, where = _first_error(exc)
+        where = path + where[1:] if where and where.startswith("$") else path
+        raise LoadError(message, file=file, path=where) from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -334,8 +325,6 @@ def apply_document(program: Any, doc: ProgramDocument, *, file: str | None = Non
         predictor = predictors[state.name]
         lm = None
         if state.lm is not None:
-            from honing.lm.client import LM
-
             check_lm_state(state.lm, path=f"$.predictors[{i}].lm", file=file, allow_endpoints=allow_endpoints)
             try:
                 lm = LM.from_state(state.lm)
@@ -368,20 +357,5 @@ def apply_document(program: Any, doc: ProgramDocument, *, file: str | None = Non
 
 def signature_from_state(state: SignatureState) -> Any:
     """Rebuild a signature from its saved form (types parsed by honing's own parser, never eval'd)."""
-    from honing.signatures import make_signature, type_from_str
-
     fields = [Field(f.name, f.role, type_from_str(f.type), f.desc, f.prefix) for f in state.fields]
     return make_signature(fields, instructions=state.instructions, name=state.name)
-
-
-def predictors_from_document(doc: ProgramDocument) -> list[tuple[str, Any]]:
-    """Standalone Predict objects for each saved predictor: enough to render or run its prompts
-    without the program's code (used by `honing inspect` and `honing export`)."""
-    from honing.modules import Predict
-
-    out = []
-    for state in doc.predictors:
-        predictor = Predict(signature_from_state(state.signature), decoding=state.decoding, adapter=state.adapter)
-        predictor.demos = [dict(d) for d in state.demos]
-        out.append((state.name, predictor))
-    return out

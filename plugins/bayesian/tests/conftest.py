@@ -33,7 +33,7 @@ def fresh_postgres_db(postgres_url: str) -> Iterator[str]:
     import uuid
 
     import sqlalchemy
-    from honing.optimizers.storage import with_driver
+    from honing.optimizers.kit.storage import with_driver
 
     name = f"honing_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(with_driver(postgres_url), isolation_level="AUTOCOMMIT")

@@ -151,10 +151,11 @@ def test_plan_is_logged_before_anything_is_spent_and_local_models_cost_nothing()
     from honing_bayesian.plan import price
 
     with hn.context(lm=ScriptedLM([GOOD])):
-        opt = optimizer()
-        compiled = opt.compile(hn.Predict(ContractClassify), trainset=trainset(), valset=devset())
+        run = optimizer().compile_run(hn.Predict(ContractClassify), trainset=trainset(), valset=devset())
+    compiled = run.program
     assert any(n.startswith("plan:") for n in compiled.compile_record.notes)
-    assert compiled.compile_record.calls <= opt.plan.calls[1]  # an upper bound (early stops, reuse)
+    plan = run.artifacts["plan"]
+    assert compiled.compile_record.calls <= plan.calls[1]  # an upper bound (early stops, reuse)
     assert price(hn.LM("local/smollm2-135m"), 1000, 100) == 0.0
     assert price(hn.LM("openai/gpt-4o-mini"), 1_000_000, 0) > 0
 
@@ -263,9 +264,10 @@ def test_storage_passed_to_compile_wins_and_its_password_is_not_recorded(tmp_pat
     with hn.context(lm=ScriptedLM([GOOD])):
         opt = optimizer(storage="postgresql://u:topsecret@127.0.0.1:9/x")
         assert "topsecret" not in json.dumps(opt.record_parameters())
-        compiled = opt.compile(hn.Predict(ContractClassify), trainset=trainset(), valset=devset(), storage=url,
-                               study_name="mine")
-    assert opt.study.study_name == "mine"
+        run = opt.compile_run(hn.Predict(ContractClassify), trainset=trainset(), valset=devset(), storage=url,
+                              study_name="mine")
+    compiled = run.program
+    assert run.artifacts["study"].study_name == "mine"
     assert compiled.compile_record.score == 1.0
 
 
@@ -275,8 +277,9 @@ def test_auto_presets_set_candidates_trials_and_valset(auto, candidates, trials,
     lm = FakeLM([])
     with hn.context(lm=lm):
         opt = BayesianSignatureOptimizer(intent_match, auto=auto)
-        opt.compile(hn.Predict(ContractClassify), trainset=trainset(), valset=many(1200), dry_run=True)
+        run = opt.compile_run(hn.Predict(ContractClassify), trainset=trainset(), valset=many(1200),
+                              dry_run=True)
     assert lm.requests == []
-    plan = opt.plan
+    plan = run.artifacts["plan"]
     assert (plan.instruction_candidates, plan.num_trials, plan.val) == (candidates, trials, val)
     assert plan.calls[0] > 0 and plan.tokens > 0 and plan.cost is None  # a fake LM has no price

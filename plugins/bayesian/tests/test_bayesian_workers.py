@@ -43,7 +43,7 @@ def finish(process: subprocess.Popen[bytes], log: Path, timeout: float = 150) ->
 
 def stored_trials(storage: str, study: str) -> list[Any]:
     import optuna
-    from honing.optimizers.storage import with_driver
+    from honing.optimizers.kit.storage import with_driver
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=study, storage=with_driver(storage)).get_trials(deepcopy=False)
@@ -73,7 +73,7 @@ def sent_by(server: OpenAICompatServer, key: str) -> list[str]:
 def expected_choice(trials: list[Any]) -> Any:
     """The optimizer's rule, from the storage: the best full evaluation that clearly beats the baseline
     (paired, confidence_z=1), else the baseline."""
-    from honing_bayesian._common import clear_gain
+    from honing.plugin_api import clear_gain
 
     fulls = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs["kind"] == "full"]
     baseline = next(t for t in fulls if t.user_attrs.get("baseline"))

@@ -9,7 +9,7 @@ import honing as hn
 import pytest
 from bootstrap_helpers import BudgetAfter, OnlyFirst, TopicThenIntent, Twice, contract_lm, fake_lm
 from honing.errors import BudgetExceeded, OptimizerError, TooManyErrors
-from honing.optimizers.demos import predictor_rng
+from honing.optimizers.kit.demos import predictor_rng
 from honing.runs import RunDirError
 from honing.testing.contract import ContractClassify, OptimizerContract, intent_match
 from honing.testing.fake import FakeLM, nearest_demo_responder

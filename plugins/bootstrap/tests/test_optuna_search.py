@@ -10,7 +10,7 @@ import optuna
 import pytest
 from bootstrap_helpers import BudgetAfter, InterruptAfter, TopicThenIntent, contract_lm, devset, fake_lm
 from honing.errors import OptimizerError
-from honing.optimizers.storage import with_driver
+from honing.optimizers.kit.storage import with_driver
 from honing.testing.contract import ContractClassify, OptimizerContract, intent_match
 from honing.testing.fake import FakeLM
 from honing_bootstrap import BootstrapFewShotWithOptuna
@@ -33,10 +33,9 @@ class TestOptunaContract(OptimizerContract):
 
 
 def test_trials_choose_a_demo_set_per_predictor_and_store_their_attrs(lm, trainset):
-    optimizer = tpe()
-    compiled = optimizer.compile(hn.Predict(ContractClassify), trainset=trainset, valset=devset())
-    record = compiled.compile_record
-    study = optimizer.study
+    run = tpe().compile_run(hn.Predict(ContractClassify), trainset=trainset, valset=devset())
+    record = run.program.compile_record
+    study = run.artifacts["study"]
     assert isinstance(study.sampler, optuna.samplers.TPESampler)
     scored = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
     assert len(scored) == len(record.candidates) == 4
@@ -52,19 +51,19 @@ def test_trials_choose_a_demo_set_per_predictor_and_store_their_attrs(lm, trains
 def test_same_seed_same_trials_other_seed_other_trials(trainset):
     def choices(seed: int) -> list[str]:
         with hn.context(lm=fake_lm()):
-            optimizer = tpe(seed=seed, num_trials=6)
-            optimizer.compile(hn.Predict(ContractClassify), trainset=trainset, valset=devset())
-        return [t.params["self"] for t in optimizer.study.trials]
+            run = tpe(seed=seed, num_trials=6).compile_run(hn.Predict(ContractClassify), trainset=trainset,
+                                                            valset=devset())
+        return [t.params["self"] for t in run.artifacts["study"].trials]
 
     assert choices(1) == choices(1)
     assert choices(1) != choices(2)
 
 
 def test_a_repeated_choice_is_not_scored_again(lm, trainset):
-    optimizer = tpe(num_candidate_programs=1, num_trials=50)
-    optimizer.compile(hn.Predict(ContractClassify), trainset=trainset, valset=devset())
-    options = optimizer.study.user_attrs["demo_sets"]["self"]
-    keys = [t.params["self"] for t in optimizer.study.trials if "duplicate_of" not in t.user_attrs]
+    run = tpe(num_candidate_programs=1, num_trials=50).compile_run(hn.Predict(ContractClassify), trainset=trainset,
+                                                                   valset=devset())
+    options = run.artifacts["study"].user_attrs["demo_sets"]["self"]
+    keys = [t.params["self"] for t in run.artifacts["study"].trials if "duplicate_of" not in t.user_attrs]
     assert len(keys) == len(set(keys)) == len(options)  # every option scored once, then it stopped
     # one bootstrap pass per demo set, then one scoring pass per distinct choice; nothing more
     bootstrap_calls = len(lm.requests) - len(options) * len(devset())
@@ -74,11 +73,11 @@ def test_a_repeated_choice_is_not_scored_again(lm, trainset):
 def test_a_predictor_with_no_demo_sets_is_not_searched(trainset):
     never = lambda example, prediction, trace=None: False
     with hn.context(lm=fake_lm()):
-        optimizer = tpe(metric=never)
-        compiled = optimizer.compile(TopicThenIntent(), trainset=trainset, valset=devset())
+        run = tpe(metric=never).compile_run(TopicThenIntent(), trainset=trainset, valset=devset())
+    compiled = run.program
     topic, _ = compiled.predictors()
     assert topic.demos == []
-    assert all(set(t.params) == {"classify"} for t in optimizer.study.trials)
+    assert all(set(t.params) == {"classify"} for t in run.artifacts["study"].trials)
     assert any("predictor 'topic': no demo set" in n for n in compiled.compile_record.notes)
 
 
@@ -95,15 +94,16 @@ def check_interrupted_compile_resumes(storage: str, study_name: str, trainset: l
     assert len(distinct) == 2 and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
     resumed_lm = fake_lm()
     with hn.context(lm=resumed_lm):
-        optimizer = tpe(storage=storage, study_name=study_name)
-        compiled = optimizer.compile(hn.Predict(ContractClassify), trainset=trainset, valset=devset())
+        run = tpe(storage=storage, study_name=study_name).compile_run(hn.Predict(ContractClassify),
+                                                                      trainset=trainset, valset=devset())
+        compiled = run.program
     # the demo sets come from the study and finished trials are kept: only the missing programs are scored
     assert len(resumed_lm.requests) == (4 - len(distinct)) * len(devset())
     record = compiled.compile_record
     assert [c["from_log"] for c in record.candidates] == [True, True, False, False]
     kept = {c["key"]: c["score"] for c in record.candidates if c["from_log"]}
     assert kept == {f"self={t.params['self']}": pytest.approx(t.value, abs=1e-6) for t in finished}
-    states = [t.state for t in optimizer.study.trials]
+    states = [t.state for t in run.artifacts["study"].trials]
     assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.FAIL in states
     # a third session has nothing left to do and pays for nothing
     idle_lm = fake_lm()

@@ -203,9 +203,9 @@ def test_an_interrupted_run_resumes_without_redoing_finished_candidates(tmp_path
 
 
 def test_top_programs_are_the_best_candidates_in_order(lm, trainset):
-    optimizer = search()
-    compiled = optimizer.compile(hn.Predict(ContractClassify), trainset=trainset, valset=devset())
-    top = optimizer.top_programs(3)
+    run = search().compile_run(hn.Predict(ContractClassify), trainset=trainset, valset=devset())
+    compiled = run.program
+    top = run.top_programs(3)
     assert len(top) == 3
     assert top[0].predictors()[0].demos == compiled.predictors()[0].demos
     scores = [hn.Evaluate(devset=devset(), metric=intent_match)(p).score for p in top]

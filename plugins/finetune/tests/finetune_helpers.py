@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import honing as hn
-from honing.optimizers.demos import labeled_demos
+from honing.optimizers.kit.demos import labeled_demos
 
 
 def labelled_teacher(student: hn.Module, trainset: list[hn.Example]) -> hn.Module:

@@ -339,7 +339,7 @@ def test_a_model_that_cannot_be_trained_is_refused_before_any_call(tmp_path: Pat
 
 
 def test_unexpected_compile_arguments() -> None:
-    with hn.context(lm=FakeLM(["x"])), pytest.raises(OptimizerError, match="unexpected argument"):
+    with hn.context(lm=FakeLM(["x"])), pytest.raises(TypeError, match="unexpected keyword argument.*epochs"):
         BootstrapFinetune(target="local/smollm2-135m").compile(hn.Predict(ContractClassify),
                                                                trainset=contract_examples(), epochs=3)
 

@@ -9,7 +9,8 @@ from typing import Any
 import honing as hn
 import numpy as np
 import pytest
-from honing.embedders import CachedEmbedder, CallableEmbedder, resolve_embedder
+from honing.embedders import CachedEmbedder, CallableEmbedder
+from honing.plugins.lookup import resolve_embedder
 from honing.errors import ConfigurationError, UserError
 from honing.plugins.registry import embedder_registry
 from honing.testing.contract import ContractClassify, contract_examples

@@ -1,8 +1,9 @@
 """Adapters turn a signature, demos and inputs into LM requests and parse replies into typed values.
 
 The LM picks its default (`transcript` for the embedded local model, `chat` otherwise);
-``hn.configure(adapter=...)`` or ``Predict(..., adapter=...)`` override it with an instance or a name.
-More adapters plug in through the `register_adapters` hook.
+``hn.configure(adapter=...)`` or ``Predict(..., adapter=...)`` override it with an instance or a name
+(names are looked up by `honing.plugins.lookup.resolve_adapter`). More adapters plug in through the
+`register_adapters` hook.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from honing.adapters.chat import ChatAdapter
 from honing.adapters.json import JSONAdapter
 from honing.adapters.transcript import TranscriptAdapter
 
-__all__ = ["Adapter", "ChatAdapter", "JSONAdapter", "TranscriptAdapter", "builtin_adapters", "resolve_adapter",
+__all__ = ["Adapter", "ChatAdapter", "JSONAdapter", "TranscriptAdapter", "builtin_adapters",
            "default_adapter_name"]
 
 
@@ -30,19 +31,3 @@ def default_adapter_name(lm: Any) -> str:
     if isinstance(preferred, str):
         return preferred
     return "transcript" if getattr(lm, "provider", None) == "local" else "chat"
-
-
-_instances: dict[str, Adapter] = {}
-
-
-def resolve_adapter(spec: Any, lm: Any) -> Adapter:
-    """An Adapter instance from an instance, a registered name, or None (the LM's default)."""
-    if isinstance(spec, Adapter):
-        return spec
-    name = spec if isinstance(spec, str) else default_adapter_name(lm)
-    if name not in _instances:
-        from honing.plugins.registry import adapter_registry
-
-        factory = adapter_registry().get(name).obj
-        _instances[name] = factory()
-    return _instances[name]

@@ -1,16 +1,31 @@
 """The optimizer contract every plugin implements.
 
-``Optimizer(metric=None, **hyperparameters)``; ``compile(student, *, trainset, valset=None, teacher=None)``
-returns a new program and never mutates `student`. The base class validates inputs before anything is
-spent (empty trainset, examples missing the program's input fields, a metric that is not callable),
-copies the student, tracks usage and wall time, and writes an `OptimizerRecord` into the result.
-Subclasses implement `optimize(program, trainset=..., valset=..., teacher=...)` on that copy.
+An optimizer is its settings and nothing else. It declares them once, as a frozen attrs class named
+``Settings`` whose fields are its hyperparameters (`honing.optimizers.kit.checks.setting`); the class's
+constructor *is* that settings class (same parameters, same defaults, same checks), the record's
+parameters and `get_params()` are derived from it, and the optimizer object cannot change afterwards::
+
+    class LabeledFewShot(Optimizer):
+        @attrs.frozen
+        class Settings:
+            k: int = setting(16, check=count())
+            seed: int = setting(0, kw_only=True)
+            metric: Any = setting(None, check=metric_callable, kw_only=True)
+
+        def optimize(self, program, run):
+            ...            # change demos / instructions / LMs on `program`, a copy of the student
+            return program
+
+``compile(student, *, trainset, valset=None, teacher=None, run_dir=None, resume=False)`` returns a new
+program and never mutates `student`. The base class validates inputs before anything is spent, copies the
+student, opens the run log, tracks usage, wall time and budget refusals, and writes an `OptimizerRecord`
+into the result. Per-compile state lives in a `CompileRun` (`honing.optimizers.run`), so one optimizer may
+compile several times at once.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,80 +35,145 @@ import attrs
 
 from honing.data import Example
 from honing.errors import BudgetExceeded, OptimizerError
+from honing.jsontext import json_safe
 from honing.lm.usage import track_usage
 from honing.modules import Module, program_inputs
-from honing.optimizers.record import OptimizerRecord
+from honing.optimizers.kit.checks import InvalidSetting, is_recorded, is_run_neutral
+from honing.optimizers.run import CompileRun
+from honing.plugins.registry import optimizer_origin
+from honing.record import OptimizerRecord
+from honing.runs import RunLog
 
 
 class Optimizer:
-    """Base class of optimizers. Subclasses define `optimize` and call `super().__init__` with every
-    hyperparameter by keyword, so the record (and `get_params`) lists them all."""
+    """Base class of optimizers: declare `Settings` and implement `optimize(program, run)`."""
 
+    #: The optimizer's hyperparameters: a frozen attrs class (see the module docstring).
+    Settings: ClassVar[type] = attrs.make_class("Settings", {}, frozen=True)
     #: Does `compile` need a metric? (Optimizers that score candidates do.)
     requires_metric: ClassVar[bool] = False
     #: Do training examples need labels (keys besides the inputs)?
     requires_labels: ClassVar[bool] = True
+    #: Keyword arguments `compile` accepts besides the standard ones; they reach `optimize` as
+    #: ``run.options`` (e.g. an Optuna ``storage``). Anything else is refused before anything is spent.
+    compile_options: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, metric: Callable[..., Any] | None = None, **hyperparameters: Any) -> None:
-        if metric is not None and not callable(metric):
-            raise OptimizerError(f"{type(self).__name__}: metric must be callable (example, prediction, trace=None) "
-                                 f"-> bool | float, got {type(metric).__name__}")
-        if metric is None and self.requires_metric:
-            raise OptimizerError(f"{type(self).__name__} needs a metric: {type(self).__name__}(metric=my_metric, ...)")
-        self.metric = metric
-        self.hyperparameters = dict(hyperparameters)
-        self.seed = hyperparameters.get("seed", 0)
-        self.notes: list[str] = []
-        #: failed examples an optimizer counted without writing them into its own record (see `compile`)
-        self.example_errors = 0
+    settings: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("Settings")
+        if declared is None:
+            return
+        if not (isinstance(declared, type) and attrs.has(declared)):
+            raise TypeError(f"{cls.__name__}.Settings must be an attrs class (@attrs.frozen)")
+        if "__init__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} declares Settings and __init__: its constructor is its Settings")
+        cls.__init__ = _settings_init(cls, declared)  # type: ignore[method-assign]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # replaced in every subclass with Settings
+        _settings_init(type(self), self.Settings)(self, *args, **kwargs)
+
+    # -- settings ------------------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: hyperparameters read as attributes (`opt.k`)
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in attrs.fields_dict(type(settings)):
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: its settings are fixed when it is made "
+                             "(use .evolve(**changes)); per-compile state belongs on the CompileRun")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
+        return f"{type(self).__name__}({shown})"
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def metric(self) -> Callable[..., Any] | None:
+        return getattr(self.settings, "metric", None)
+
+    @property
+    def seed(self) -> Any:
+        return getattr(self.settings, "seed", 0)
+
+    def evolve(self, **changes: Any) -> Optimizer:
+        """A copy with some settings changed (checked like the constructor's)."""
+        values = {f.name: getattr(self.settings, f.name) for f in attrs.fields(type(self.settings))}
+        return type(self)(**{**values, **changes})
+
     def get_params(self) -> dict[str, Any]:
-        return {"metric": self.metric, **self.hyperparameters}
+        """Every hyperparameter by name, the metric included."""
+        return {f.name: getattr(self.settings, f.name) for f in attrs.fields(type(self.settings))}
+
+    def record_parameters(self) -> dict[str, Any]:
+        """The hyperparameters written into the record (JSON-safe; no metric, nothing unrecorded)."""
+        return {f.name: json_safe(getattr(self.settings, f.name)) for f in attrs.fields(type(self.settings))
+                if f.name != "metric" and is_recorded(f)}
+
+    def run_parameters(self) -> dict[str, Any]:
+        """The parameters that decide what a run computes: a resumed run must use the same ones."""
+        neutral = {f.name for f in attrs.fields(type(self.settings)) if is_run_neutral(f)}
+        return {k: v for k, v in self.record_parameters().items() if k not in neutral}
 
     # -- the template -------------------------------------------------------------------------------
     def compile(self, student: Module, *, trainset: Sequence[Example], valset: Sequence[Example] | None = None,
-                teacher: Module | None = None, **kwargs: Any) -> Module:
-        """Return an optimized copy of `student` (which is left untouched).
+                teacher: Module | None = None, run_dir: Any = None, resume: bool = False,
+                **options: Any) -> Module:
+        """Return an optimized copy of `student` (which is left untouched). See `compile_run`."""
+        program = self.compile_run(student, trainset=trainset, valset=valset, teacher=teacher, run_dir=run_dir,
+                                   resume=resume, **options).program
+        assert program is not None
+        return program
 
-        `run_dir=` (every optimizer takes it): the run's event log. Optimizers that log their candidates
-        or trials receive it; for the others the base class keeps the log (start and outcome). Either
-        way the last event says how the compile ended: "compiled" (with the errors counted and whether
-        a Budget ran out) or "interrupted" (Ctrl-C; a message says how to resume).
+    def compile_run(self, student: Module, *, trainset: Sequence[Example], valset: Sequence[Example] | None = None,
+                    teacher: Module | None = None, run_dir: Any = None, resume: bool = False,
+                    **options: Any) -> CompileRun:
+        """Compile and return the finished `CompileRun` (its `program`, notes and ranked candidates).
+
+        `run_dir`: the run's event log. It records the start, what the optimizer logs (its candidates or
+        trials) and how the compile ended: "compiled" (with the errors counted and whether a Budget ran
+        out, unless the optimizer closed the log with its own summary), "budget_exceeded" or
+        "interrupted" (Ctrl-C; a message says how to resume). `resume=True` continues a run directory.
 
         Budgets: when a Budget refuses a call during the compile, the program returned is the best
         found before that and its record says ``budget_limited=True`` (also when the optimizer caught
         the refusal itself). An optimizer with nothing usable yet lets `BudgetExceeded` propagate; one
         that has something may raise it with ``best_program`` set to that program instead of returning.
         """
+        unknown = sorted(set(options) - self.compile_options)
+        if unknown:
+            raise TypeError(f"{self.name}.compile() got unexpected keyword argument(s): {', '.join(unknown)}")
+        if resume and run_dir is None:
+            raise OptimizerError(f"{self.name}.compile: resume=True needs run_dir= (the run to continue)")
         self.validate(student, trainset, valset, teacher)
-        run_dir, resume = kwargs.get("run_dir"), bool(kwargs.get("resume", False))
-        if run_dir is not None and not _takes(self.optimize, "run_dir"):
-            kwargs = {k: v for k, v in kwargs.items() if k not in ("run_dir", "resume")}
-            self._own_run_log(run_dir, resume)
+        run_log = (RunLog(run_dir, optimizer=self.name, parameters=self.run_parameters(), resume=resume)
+                   if run_dir is not None else None)
+        run = CompileRun(self.name, self.settings, student, list(trainset),
+                         list(valset) if valset is not None else None, teacher, log=run_log, resume=resume,
+                         options=dict(options))
         program = student.deepcopy()
         program.compile_record = None
-        self.notes = []
-        self.example_errors = 0
         started = time.perf_counter()
         best_on_refusal: Module | None = None
         with track_usage() as tracker:
             try:
-                compiled = self.optimize(program, trainset=list(trainset),
-                                         valset=list(valset) if valset is not None else None,
-                                         teacher=teacher, **kwargs)
+                compiled = self.optimize(program, run)
             except BudgetExceeded as exc:
                 best_on_refusal = getattr(exc, "best_program", None)
                 if not isinstance(best_on_refusal, Module):
-                    self._log(run_dir, "budget_exceeded", error=str(exc), calls=tracker.total.calls)
+                    if run_log is not None:
+                        run_log.event("budget_exceeded", error=str(exc), calls=tracker.total.calls)
                     raise BudgetExceeded(f"{self.name}: the budget ran out before anything usable was found "
                                          f"({exc})", spent=exc.spent, limit=exc.limit) from exc
                 compiled = best_on_refusal
             except KeyboardInterrupt:
-                self._interrupted(run_dir, tracker.total.calls)
+                self._interrupted(run, tracker.total.calls, run_dir)
                 raise
         usage = tracker.total
         partial: OptimizerRecord | None = compiled.compile_record
@@ -101,8 +181,8 @@ class Optimizer:
         forced = bool(tracker.refusals) and not budget_limited
         if forced:
             budget_limited = True
-            self.note(f"a Budget refused {tracker.refusals} call(s) during the compile ({tracker.last_refusal}); "
-                      "this is the best program found before that")
+            run.note(f"a Budget refused {tracker.refusals} call(s) during the compile ({tracker.last_refusal}); "
+                     "this is the best program found before that")
         compiled.compile_record = attrs.evolve(
             partial or OptimizerRecord(name=self.name),
             name=self.name,
@@ -115,36 +195,23 @@ class Optimizer:
             cache_hits=usage.cache_hits,
             wall_time=round(time.perf_counter() - started, 3),
             budget_limited=budget_limited,
-            errors=(partial.errors if partial else 0) + self.example_errors,
-            notes=tuple([*(partial.notes if partial else ()), *self.notes]),
-            **self._distribution(),
+            errors=(partial.errors if partial else 0) + run.example_errors,
+            notes=tuple([*(partial.notes if partial else ()), *run.notes]),
+            **optimizer_origin(type(self)),
         )
         record = compiled.compile_record
-        if run_dir is not None and (forced or best_on_refusal is not None or not _ends_with_finish(run_dir)):
-            self._log(run_dir, "compiled", score=record.score, errors=record.errors, budget_limited=budget_limited,
-                      calls=record.calls, cache_hits=record.cache_hits, candidates=len(record.candidates),
-                      per_candidate_errors={str(c.get("key", i)): c.get("errors", 0)
-                                            for i, c in enumerate(record.candidates)})
-        return compiled
+        if run_log is not None and (forced or best_on_refusal is not None or not run_log.closed):
+            run_log.event("compiled", score=record.score, errors=record.errors, budget_limited=budget_limited,
+                          calls=record.calls, cache_hits=record.cache_hits, candidates=len(record.candidates),
+                          per_candidate_errors={str(c.get("key", i)): c.get("errors", 0)
+                                                for i, c in enumerate(record.candidates)})
+        run.program = compiled
+        return run
 
-    def _own_run_log(self, run_dir: Any, resume: bool) -> None:
-        """The run log of an optimizer that does not keep one itself: refuse to reuse a run directory
-        without `resume` (like `RunLog`), then record the start."""
-        from honing.runs import RunLog
-
-        RunLog(run_dir, optimizer=self.name, parameters=self.record_parameters(), resume=resume)
-
-    def _log(self, run_dir: Any, kind: str, **fields: Any) -> None:
-        if run_dir is None:
-            return
-        from honing.runs import append_event
-
-        append_event(run_dir, kind, optimizer=self.name, parameters=self.record_parameters(), **fields)
-
-    def _interrupted(self, run_dir: Any, calls: int) -> None:
+    def _interrupted(self, run: CompileRun, calls: int, run_dir: Any) -> None:
         """Ctrl-C: record it in the run log (flushed and fsync'd) and say how to carry on."""
-        self._log(run_dir, "interrupted", calls=calls)
-        if run_dir is not None:
+        if run.log is not None:
+            run.log.event("interrupted", calls=calls)
             sys.stderr.write(f"\n{self.name}: interrupted. Every finished step is in the run log {run_dir}; "
                              f"run the same compile again with --resume (resume=True, run_dir={str(run_dir)!r}) "
                              "to continue without paying for them again.\n")
@@ -153,16 +220,10 @@ class Optimizer:
                              "(run_dir=...) to make a compile resumable.\n")
         sys.stderr.flush()
 
-    def optimize(self, program: Module, *, trainset: list[Example], valset: list[Example] | None,
-                 teacher: Module | None, **kwargs: Any) -> Module:
-        raise NotImplementedError(f"{type(self).__name__} must implement optimize()")
-
-    def note(self, message: str) -> None:
-        """Record something the user should know (shown in the record and logged)."""
-        import logging
-
-        logging.getLogger("honing.optimizers").info("%s: %s", self.name, message)
-        self.notes.append(message)
+    def optimize(self, program: Module, run: CompileRun) -> Module:
+        """Change `program` (a copy of the student) and return it. Inputs, the run log, notes and
+        compile options are on `run`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement optimize(program, run)")
 
     # -- validation ---------------------------------------------------------------------------------
     def validate(self, student: Module, trainset: Sequence[Example], valset: Sequence[Example] | None,
@@ -177,17 +238,31 @@ class Optimizer:
         if teacher is not None:
             check_same_shape(student, teacher)
 
-    def record_parameters(self) -> dict[str, Any]:
-        return {k: _jsonable(v) for k, v in self.hyperparameters.items()}
 
-    def _distribution(self) -> dict[str, Any]:
+def _settings_init(cls: type[Optimizer], settings_class: type) -> Callable[..., None]:
+    """The constructor of `cls`: its Settings' own (parameters, defaults and checks), then the metric rules."""
+
+    def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
         try:
-            from honing.plugins.registry import optimizer_registry
+            settings = settings_class(*args, **kwargs)
+        except InvalidSetting as exc:
+            raise OptimizerError(f"{cls.__name__}: {exc}") from None
+        except TypeError as exc:
+            raise TypeError(f"{cls.__name__}(): {str(exc).split('() ', 1)[-1]}") from None
+        metric = getattr(settings, "metric", None)
+        if metric is not None and not callable(metric):
+            raise OptimizerError(f"{cls.__name__}: metric must be callable (example, prediction, trace=None) "
+                                 f"-> bool | float, got {type(metric).__name__}")
+        if metric is None and cls.requires_metric:
+            raise OptimizerError(f"{cls.__name__} needs a metric: {cls.__name__}(metric=my_metric, ...)")
+        object.__setattr__(self, "settings", settings)
 
-            entry = optimizer_registry().get(self.name)
-            return {"distribution": entry.distribution, "version": entry.version}
-        except Exception:  # noqa: BLE001 - an unregistered optimizer (e.g. in a test) still compiles
-            return {}
+    # the constructor's signature is the settings class's own (self, then its fields)
+    __init__.__signature__ = inspect.signature(settings_class.__init__).replace(  # type: ignore[attr-defined]
+        return_annotation=None)
+    __init__.__doc__ = settings_class.__doc__ or cls.__doc__
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    return __init__
 
 
 def check_examples(program: Module, examples: Sequence[Example], what: str, *, labels: bool) -> None:
@@ -227,37 +302,7 @@ def check_same_shape(student: Module, other: Module, what: str = "teacher") -> N
         fa = [(f.name, f.role, f.type_name) for f in a.signature.fields]
         fb = [(f.name, f.role, f.type_name) for f in b.signature.fields]
         if fa != fb:
-            raise OptimizerError(f"{what} predictor {name!r} has fields {fb}, the student's has {fa}")
+            raise OptimizerError(f"{what} predictor {name!r} has fields {fb}, the student has {fa}")
 
 
-def _ends_with_finish(run_dir: Any) -> bool:
-    """Did the optimizer close its own run log with a "finish" event (its summary)?"""
-    from pathlib import Path
-
-    from honing.runs import EVENTS, read_events
-
-    path = Path(run_dir) / EVENTS
-    events = read_events(path) if path.exists() else []
-    return bool(events) and events[-1].get("event") == "finish"
-
-
-def _takes(function: Any, name: str) -> bool:
-    """Does `function` name the parameter `name` (a bare ``**kwargs`` does not count)?"""
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return True
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        if isinstance(value, dict):
-            return {str(k): _jsonable(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [_jsonable(v) for v in value]
-        if hasattr(value, "to_state"):
-            return value.to_state()
-        return getattr(value, "__qualname__", None) or repr(value)
+__all__ = ["CompileRun", "Optimizer", "check_examples", "check_same_shape"]

@@ -70,13 +70,3 @@ def register_embedders(register: RegisterNamed) -> None:
         ``/`` or ``:`` is a prefix: ``"openai/"`` serves every ``"openai/<model>"``. ``factory`` is
         called with the full name the user asked for and returns the embedder.
     """
-
-
-@hookspec
-def register_converter_hooks(converter: Any) -> None:
-    """Teach the core's serializer about this plugin's types.
-
-    :param converter: the ``cattrs.Converter`` that ``honing.serialization.make_converter()`` is
-        building; call its ``register_structure_hook`` / ``register_unstructure_hook`` (or the
-        ``*_func`` variants). Called once per converter built, in plugin order.
-    """

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import pluggy
 
 from honing.errors import PluginError
+from honing.plugins import builtins as core_builtins
 from honing.plugins import hookspecs
 
 #: Environment variable holding entry-point names not to load, comma-separated.
@@ -46,8 +47,6 @@ def make_plugin_manager(*, load_entrypoints: bool = True,
     `blocked` adds entry-point names to those of ``HONING_DISABLE_PLUGINS``. Raises `InvalidPlugin`
     if a loaded plugin implements an unknown hook, and `PluginError` if one fails to import.
     """
-    from honing.plugins import builtins as core_builtins
-
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     pm.register(core_builtins, name=BUILTIN_PLUGIN_NAME)

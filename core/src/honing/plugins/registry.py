@@ -11,12 +11,14 @@ import difflib
 import importlib.metadata
 import inspect
 import keyword
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
 import pluggy
 
+from honing._version import __version__
 from honing.errors import HoningError, PluginError, UnknownOptimizer, UserError
 from honing.plugins.manager import BUILTIN_PLUGIN_NAME, DISABLE_ENV, get_plugin_manager
 
@@ -131,7 +133,8 @@ def optimizer_register(add: AddFn) -> Callable[..., None]:
     return register
 
 
-def _distribution_installed(name: str) -> bool:
+def distribution_installed(name: str) -> bool:
+    """Is a distribution of that name installed (for the ``pip install`` hints)?"""
     try:
         importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
@@ -233,7 +236,7 @@ class Registry:
         return f"{message}; did you mean {match!r}?{also}"
 
     def _provider_hint(self, distribution: str) -> str:
-        if not _distribution_installed(distribution):
+        if not distribution_installed(distribution):
             return f"it comes with the {distribution} plugin: pip install {distribution}"
         why = (f"plugins disabled ({DISABLE_ENV} or blocked=): {', '.join(self._disabled)}"
                if self._disabled else "it may be an older version: pip install -U " + distribution)
@@ -274,8 +277,6 @@ def _call_one(pm: pluggy.PluginManager, hook_name: str, impl: pluggy.HookImpl, o
     if dist is not None:
         distribution, version = dist.metadata["name"], dist.version
     elif impl.plugin_name == BUILTIN_PLUGIN_NAME:
-        from honing._version import __version__
-
         distribution, version = "honing", __version__
     else:
         distribution, version = None, None
@@ -316,6 +317,25 @@ def adapter_registry(pm: pluggy.PluginManager | None = None) -> Registry:
 def embedder_registry(pm: pluggy.PluginManager | None = None) -> Registry:
     """Every installed embedder (`register_embedders`); use `resolve` to honour prefixes."""
     return Registry.from_hook(_pm(pm), "register_embedders", kind="embedder")
+
+
+_origins: tuple[pluggy.PluginManager, dict[type, dict[str, Any]]] | None = None
+_origins_lock = threading.Lock()
+
+
+def optimizer_origin(optimizer_class: type) -> dict[str, Any]:
+    """``{"distribution", "version"}`` of the plugin that registers `optimizer_class` ({} for a class no
+    plugin registers, e.g. one made in a test). Built once per plugin manager, not once per compile."""
+    global _origins
+    pm = get_plugin_manager()
+    with _origins_lock:
+        if _origins is None or _origins[0] is not pm:
+            try:
+                registry = optimizer_registry(pm)
+            except HoningError:  # a broken plugin is reported where optimizers are looked up, not here
+                return {}
+            _origins = (pm, {e.obj: {"distribution": e.distribution, "version": e.version} for e in registry})
+        return dict(_origins[1].get(optimizer_class, {}))
 
 
 def _pm(pm: pluggy.PluginManager | None) -> pluggy.PluginManager:

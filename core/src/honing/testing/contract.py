@@ -7,16 +7,23 @@
             return LabeledFewShot(**{"k": 4, "seed": 0, **overrides})
 
 It checks seeded determinism, the save/load round trip, that the student is untouched, the registry
-entry, the record written into the compiled program, and the clear errors for bad input. The defaults
+entry, the record written into the compiled program, that the hyperparameters are declared once (the
+constructor is the Settings class, the optimizer immutable), that one optimizer compiles twice at once
+with the same result as one after the other, and the clear errors for bad input. The defaults
 use a scripted fake LM that answers like a model learning from its demos; override `make_lm`,
 `make_student`, `make_trainset` or `compile` where an optimizer needs something else.
 """
 
 from __future__ import annotations
 
+import contextvars
+import inspect
 import json
+import threading
 import typing
 from typing import Any
+
+import attrs
 
 import pytest
 
@@ -155,3 +162,39 @@ class OptimizerContract:
     def test_metric_not_callable_is_a_clear_error(self) -> None:
         with pytest.raises(OptimizerError, match="metric must be callable"):
             self.make_optimizer(metric=42)
+
+    def test_hyperparameters_are_declared_once(self) -> None:
+        optimizer = self.make_optimizer()
+        settings_class = type(optimizer).Settings
+        assert attrs.has(settings_class) and type(optimizer.settings) is settings_class
+        assert "__init__" not in type(optimizer).__dict__ or type(optimizer).__init__.__qualname__.endswith(
+            f"{type(optimizer).__name__}.__init__"), "the constructor is generated from Settings"
+        fields = [f.name for f in attrs.fields(settings_class)]
+        assert set(inspect.signature(type(optimizer)).parameters) == set(fields)
+        assert set(optimizer.get_params()) == set(fields)
+        assert set(optimizer.record_parameters()) <= set(fields) - {"metric"}
+        json.dumps(optimizer.record_parameters())  # JSON-safe
+        with pytest.raises(AttributeError, match="immutable"):
+            optimizer.seed = 5  # type: ignore[misc]
+
+    def test_one_optimizer_compiles_twice_at_once(self) -> None:
+        """Per-compile state lives on the run: two concurrent compiles of one optimizer object give what
+        two compiles one after the other give."""
+        optimizer = self.make_optimizer(seed=1)
+        expected = normalized_dump(self.compile(optimizer, self.make_student(), self.make_trainset()))
+        results: list[Any] = [None, None]
+        barrier = threading.Barrier(2)
+
+        def work(i: int) -> None:
+            barrier.wait()
+            try:
+                results[i] = normalized_dump(self.compile(optimizer, self.make_student(), self.make_trainset()))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                results[i] = exc
+
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(work, i)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert results == [expected, expected]

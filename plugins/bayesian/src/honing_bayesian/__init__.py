@@ -13,7 +13,8 @@ from typing import Any
 
 import honing
 
-from honing_bayesian.bayesian import AUTO_PRESETS, BayesianSignatureOptimizer
+from honing_bayesian.bayesian import BayesianSignatureOptimizer
+from honing_bayesian.bayesian_settings import AUTO_PRESETS
 from honing_bayesian.coordinate import SignatureOptimizer
 from honing_bayesian.plan import Plan
 from honing_bayesian.text import clean_proposal

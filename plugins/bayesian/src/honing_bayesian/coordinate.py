@@ -28,31 +28,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
-import honing
-from honing.data import Example
-from honing.errors import BudgetExceeded, OptimizerError
-from honing.lm.usage import track_usage
-from honing.modules import Module
-from honing.optimizers.record import OptimizerRecord
-from honing.optimizers.search import CandidateEvaluator, CandidateResult, apply_state, program_state, progress
-from honing.runs import RunLog
-
-from honing_bayesian._common import (
-    check_count,
-    check_lm,
-    check_number,
+import attrs
+from honing.plugin_api import (
+    BudgetExceeded,
+    CandidateEvaluator,
+    CandidateResult,
+    CompileRun,
+    Example,
+    Module,
+    Optimizer,
+    OptimizerError,
+    OptimizerRecord,
+    apply_state,
     clear_gain,
+    count,
     gain_text,
-    jsonable,
-    open_run_log,
-    reject_unknown,
+    json_safe,
+    lm_or_none,
+    number,
+    program_state,
+    progress,
     resolve_lm,
-    selection_set,
+    setting,
+    track_usage,
 )
+
+from honing_bayesian.bayesian_settings import ScoringSettings
 from honing_bayesian.proposer import (
+    PROPOSAL_ATTEMPTS,
     ProposeFromAttempts,
     ProposeVariation,
     attempts_listing,
@@ -62,24 +67,19 @@ from honing_bayesian.proposer import (
 )
 from honing_bayesian.text import Tally
 
-#: Proposal attempts per slot (the first plus retries after unusable replies).
-PROPOSAL_ATTEMPTS = 3
-
 
 def _fingerprint(state: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(jsonable(state), sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(json_safe(state), sort_keys=True).encode()).hexdigest()[:16]
 
 
-class SignatureOptimizer(honing.Optimizer):
+class SignatureOptimizer(Optimizer):
     """Coordinate ascent over instructions: a prompt model proposes rewrites, each scored on the valset."""
 
     requires_metric = True
     requires_labels = True
 
-    def __init__(self, metric: Callable[..., Any] | None = None, prompt_model: Any = None, breadth: int = 10,
-                 depth: int = 3, init_temperature: float = 1.4, seed: int = 0, *, confidence_z: float = 1.0,
-                 num_threads: int | None = None, max_errors: int | None = None,
-                 display_progress: bool = False) -> None:
+    @attrs.frozen
+    class Settings(ScoringSettings):
         """
         :param metric: ``metric(example, prediction, trace=None) -> bool | float`` (scores in [0, 1]).
         :param prompt_model: the LM that writes instructions; None: the configured LM at compile time.
@@ -95,58 +95,43 @@ class SignatureOptimizer(honing.Optimizer):
             keeping a rewrite that won on a few lucky examples. 0: any strict gain.
         :param num_threads: examples scored at once (hosted LMs); None: ``hn.configure(num_threads=...)``.
         :param max_errors: failed examples tolerated per evaluation; the next raises TooManyErrors.
+        :param display_progress: a progress bar over the attempts, with one over examples inside it.
         """
-        owner = type(self).__name__
-        check_count(owner, "breadth", breadth, minimum=2)
-        check_count(owner, "depth", depth, minimum=1)
-        check_count(owner, "num_threads", num_threads, minimum=1, optional=True)
-        check_count(owner, "max_errors", max_errors, optional=True)
-        check_number(owner, "init_temperature", init_temperature)
-        check_number(owner, "confidence_z", confidence_z)
-        check_lm(owner, "prompt_model", prompt_model)
-        super().__init__(metric, prompt_model=prompt_model, breadth=breadth, depth=depth,
-                         init_temperature=init_temperature, seed=seed, confidence_z=float(confidence_z),
-                         num_threads=num_threads, max_errors=max_errors, display_progress=display_progress)
-        self.confidence_z = float(confidence_z)
-        self.prompt_model = prompt_model
-        self.breadth = breadth
-        self.depth = depth
-        self.init_temperature = float(init_temperature)
-        self.num_threads = num_threads
-        self.max_errors = max_errors
-        self.display_progress = display_progress
 
-    def optimize(self, program: Module, *, trainset: list[Example], valset: list[Example] | None,
-                 teacher: Module | None, run_dir: Any = None, resume: bool = False, **kwargs: Any) -> Module:
-        reject_unknown(self.name, kwargs)
-        prompt_lm = resolve_lm(self.name, "prompt_model", self.prompt_model)
-        run_log = open_run_log(self, run_dir, resume)
-        devset = selection_set(self, trainset, valset)
-        search = _Search(self, program, devset, prompt_lm, run_log)
+        metric: Any = setting(None)
+        prompt_model: Any = setting(None, check=lm_or_none)
+        breadth: int = setting(10, check=count(minimum=2))
+        depth: int = setting(3, check=count(minimum=1))
+        init_temperature: float = setting(1.4, check=number())
+        seed: int = setting(0)
+
+    def optimize(self, program: Module, run: CompileRun) -> Module:
+        prompt_lm = resolve_lm(self.name, "prompt_model", self.settings.prompt_model)
+        ascent = CoordinateAscent(self.settings, run, program, run.selection_set(), prompt_lm)
         with track_usage() as spent:
             try:
-                search.run()
+                ascent.run_rounds()
             except BudgetExceeded:
-                if search.baseline is None:
+                if ascent.baseline is None:
                     raise
-                search.budget_limited = True
-                self.note(f"the budget ran out after {len(search.results)} scored candidates; returning the best "
-                          "instructions found before that")
-        return search.finish(run_log, spent.total)
+                ascent.budget_limited = True
+                run.note(f"the budget ran out after {len(ascent.results)} scored candidates; returning the "
+                         "best instructions found before that")
+        return ascent.finish(spent.total)
 
 
-class _Search:
-    """The state of one SignatureOptimizer compile."""
+class CoordinateAscent:
+    """The state of one SignatureOptimizer compile: every attempt scored, and the best so far."""
 
-    def __init__(self, optimizer: SignatureOptimizer, program: Module, devset: list[Example], prompt_lm: Any,
-                 run_log: RunLog | None) -> None:
-        self.opt = optimizer
+    def __init__(self, settings: SignatureOptimizer.Settings, run: CompileRun, program: Module,
+                 devset: list[Example], prompt_lm: Any) -> None:
+        self.settings = settings
+        self.run = run
         self.program = program
         self.prompt_lm = prompt_lm
-        self.run_log = run_log
-        self.evaluator = CandidateEvaluator(devset, optimizer.metric, num_threads=optimizer.num_threads or 1,
-                                            max_errors=optimizer.max_errors,
-                                            display_progress=optimizer.display_progress, run_log=run_log,
+        self.evaluator = CandidateEvaluator(devset, settings.metric, num_threads=settings.num_threads or 1,
+                                            max_errors=settings.max_errors,
+                                            display_progress=settings.display_progress, run_log=run.log,
                                             event="attempt")
         self.tally = Tally()
         self.results: list[CandidateResult] = []
@@ -167,15 +152,15 @@ class _Search:
         self.results.append(result)
         return result, False
 
-    def run(self) -> None:
-        opt = self.opt
+    def run_rounds(self) -> None:
+        s = self.settings
         self.baseline, _ = self.score("baseline", self.program, {"kind": "baseline"})
         self.current = self.baseline
         self.entries.append({**self.baseline.summary(), "predictor": None, "depth": None, "instruction": None,
                              "origin": "student"})
         names = [n for n, _ in self.program.named_predictors()]
-        total = len(names) * (opt.breadth + (opt.depth - 1) * opt.breadth)
-        bar = progress(total, opt.name, opt.display_progress)
+        total = len(names) * (s.breadth + (s.depth - 1) * s.breadth)
+        bar = progress(total, self.run.optimizer, s.display_progress)
         try:
             for index, name in enumerate(names):
                 self.optimize_predictor(index, name, bar)
@@ -183,7 +168,7 @@ class _Search:
             bar.close()
 
     def optimize_predictor(self, index: int, name: str, bar: Any) -> None:
-        opt = self.opt
+        s = self.settings
         predictor = dict(self.program.named_predictors())[name]
         original = predictor.signature.instructions
         task = task_description(predictor)
@@ -203,24 +188,26 @@ class _Search:
             bar.update(1)
             bar.set_postfix(best=f"{max(a[1] for a in attempts):.3f}")
 
-        for depth in range(opt.depth):
+        for depth in range(s.depth):
             taken = [a[0] for a in attempts] or [original]
             if depth == 0:
                 evaluate(0, 0, original, "original")
-                signature, inputs, slots = ProposeVariation, {"task": task, "current_instruction": original}, \
-                    range(1, opt.breadth)
+                signature, slots = ProposeVariation, range(1, s.breadth)
+                inputs = {"task": task, "current_instruction": original}
             else:
-                top = sorted(attempts, key=lambda a: -a[1])[:opt.breadth]
-                signature, slots = ProposeFromAttempts, range(opt.breadth)
-                inputs = {"task": task, "attempted_instructions": attempts_listing([(t, s) for t, s, _ in top])}
+                top = sorted(attempts, key=lambda a: -a[1])[:s.breadth]
+                signature, slots = ProposeFromAttempts, range(s.breadth)
+                listing = attempts_listing([(text, score) for text, score, _ in top])
+                inputs = {"task": task, "attempted_instructions": listing}
             for slot in slots:
-                rollout = (index * opt.depth + depth) * (opt.breadth + 1) + slot
-                text, tries = propose(signature, inputs, lm=self.prompt_lm, temperature=opt.init_temperature,
-                                      rollout=rollout, attempts=PROPOSAL_ATTEMPTS,
+                rollout = (index * s.depth + depth) * (s.breadth + 1) + slot
+                text, tries = propose(signature, inputs, lm=self.prompt_lm,
+                                      temperature=float(s.init_temperature), rollout=rollout,
+                                      attempts=PROPOSAL_ATTEMPTS,
                                       taken=[a[0] for a in attempts] or taken, tally=self.tally,
                                       context_keys=("task",), topic=topic)
-                if self.run_log is not None:
-                    self.run_log.event("proposal", predictor=name, depth=depth, slot=slot, instruction=text,
+                if self.run.log is not None:
+                    self.run.log.event("proposal", predictor=name, depth=depth, slot=slot, instruction=text,
                                        tries=tries)
                 if text is None:
                     bar.update(1)
@@ -232,38 +219,43 @@ class _Search:
         top = max(attempts, key=lambda a: a[1])
         for text, score, result in attempts[1:]:
             if score > best_score and clear_gain(result.example_scores, reference.example_scores,
-                                                 opt.confidence_z):
+                                                 s.confidence_z):
                 best_text, best_score, best_result = text, score, result
         apply_state(self.program, {name: {"instructions": best_text, "demos": predictor.demos}})
         self.current = best_result
         if best_text != original:
-            self.opt.note(f"predictor {name!r}: new instruction scores {best_score:.3f} (original "
-                          f"{reference.score:.3f}; {gain_text(best_result.example_scores, reference.example_scores)}"
-                          f"): {best_text!r}")
+            gain = gain_text(best_result.example_scores, reference.example_scores)
+            self.run.note(f"predictor {name!r}: new instruction scores {best_score:.3f} (original "
+                          f"{reference.score:.3f}; {gain}): {best_text!r}")
         elif top[1] > reference.score:
-            self.opt.note(f"predictor {name!r}: kept the original instruction ({reference.score:.3f}): the best "
-                          f"proposal ({top[1]:.3f}, {gain_text(top[2].example_scores, reference.example_scores)}) "
-                          f"did not beat it clearly (confidence_z={opt.confidence_z:g}): {top[0]!r}")
+            gain = gain_text(top[2].example_scores, reference.example_scores)
+            self.run.note(f"predictor {name!r}: kept the original instruction ({reference.score:.3f}): the "
+                          f"best proposal ({top[1]:.3f}, {gain}) did not beat it clearly "
+                          f"(confidence_z={s.confidence_z:g}): {top[0]!r}")
         else:
-            self.opt.note(f"predictor {name!r}: no proposal beat the original instruction ({reference.score:.3f})")
+            self.run.note(f"predictor {name!r}: no proposal beat the original instruction "
+                          f"({reference.score:.3f})")
 
-    def finish(self, run_log: RunLog | None, spent: Any) -> Module:
+    def finish(self, spent: Any) -> Module:
+        """The program with each predictor's best instruction, its record, and the run log's summary."""
+        name = self.run.optimizer
         if self.tally.accepted or self.tally.rejected:
-            self.opt.note(self.tally.describe())
+            self.run.note(self.tally.describe())
         best = self.current
         if best is None:
-            raise OptimizerError(f"{self.opt.name}: nothing was scored")
+            raise OptimizerError(f"{name}: nothing was scored")
         scores = {e["key"]: round(e["score"], 6) for e in self.entries if not e.get("reused")}
         self.program.compile_record = OptimizerRecord(
-            name=self.opt.name, score=best.score, scores=scores, candidates=tuple(jsonable(self.entries)),
+            name=name, score=best.score, scores=scores, candidates=tuple(json_safe(self.entries)),
             errors=sum(r.n_errors for r in self.results), budget_limited=self.budget_limited)
-        if run_log is not None:
-            run_log.finish(summary={"score": best.score, "baseline": self.baseline.score if self.baseline else None,
-                                    "scored": len(self.results), "proposals": self.tally.to_dict(),
-                                    "budget_limited": self.budget_limited, "calls": spent.calls,
-                                    "prompt_tokens": spent.prompt_tokens,
-                                    "completion_tokens": spent.completion_tokens, "cost": spent.cost},
-                           points=[(e["key"], e["score"]) for e in self.entries if not e.get("reused")],
-                           title=f"{self.opt.name}: {best.score:.3f} (student {self.baseline.score:.3f})"
-                           if self.baseline else self.opt.name)
+        if self.run.log is not None:
+            summary = {"score": best.score, "baseline": self.baseline.score if self.baseline else None,
+                       "scored": len(self.results), "proposals": self.tally.to_dict(),
+                       "budget_limited": self.budget_limited, "calls": spent.calls,
+                       "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens,
+                       "cost": spent.cost}
+            self.run.log.finish(summary=summary,
+                                points=[(e["key"], e["score"]) for e in self.entries if not e.get("reused")],
+                                title=f"{name}: {best.score:.3f} (student {self.baseline.score:.3f})"
+                                if self.baseline else name)
         return self.program

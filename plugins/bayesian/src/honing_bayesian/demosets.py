@@ -22,12 +22,17 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from honing import settings
-from honing.data import Example
-from honing.modules import Module
-from honing.optimizers.demos import Bootstrap, bootstrap_demos, sample_labeled
-
-Demos = dict[str, list[dict[str, Any]]]
+from honing.plugin_api import (
+    Bootstrap,
+    Demos,
+    Example,
+    Module,
+    assemble,
+    bootstrap_demos,
+    effective_max_errors,
+    make_teacher,
+    settings,
+)
 
 
 @attrs.frozen
@@ -38,32 +43,6 @@ class DemoSet:
     demos: Demos
     bootstrapped: int = 0
     errors: int = 0
-
-
-def make_teacher(program: Module, trainset: list[Example], teacher: Module | None, *, max_labeled_demos: int,
-                 seed: Any) -> Module:
-    """The given teacher (copied), else the student with labelled demos, whose passing runs become demos."""
-    result = teacher.deepcopy() if teacher is not None else program.deepcopy()
-    if teacher is None:
-        for predictor in result.predictors():
-            predictor.demos = []
-    if max_labeled_demos > 0:
-        labelled = sample_labeled(result, trainset, max_labeled_demos, seed=f"{seed}:teacher")
-        for name, predictor in result.named_predictors():
-            if not predictor.demos:
-                predictor.demos = labelled[name]
-    return result
-
-
-def _assemble(program: Module, trainset: list[Example], boot: Bootstrap | None, *, size: int,
-              max_labeled_demos: int, seed: Any) -> Demos:
-    used = boot.used if boot is not None else ()
-    fill = sample_labeled(program, trainset, max_labeled_demos, seed=seed, exclude=used)
-    out: Demos = {}
-    for name, _ in program.named_predictors():
-        booted = [dict(d) for d in (boot.demos.get(name, []) if boot is not None else [])][:size]
-        out[name] = [*booted, *fill[name][:max(0, max_labeled_demos - len(booted))]]
-    return out
 
 
 def build_demo_sets(program: Module, trainset: list[Example], teacher: Module | None,
@@ -97,10 +76,9 @@ def build_demo_sets(program: Module, trainset: list[Example], teacher: Module | 
         if size > 0:
             with settings.context(lm=task_lm):
                 boot = bootstrap_demos(teacher_program, trainset, metric, max_demos=size, order=order,
-                                       max_errors=max_errors if max_errors is not None
-                                       else settings.current().max_errors)
-        demos = _assemble(program, trainset, boot, size=size, max_labeled_demos=max_labeled_demos,
-                          seed=f"{seed}:{key}")
+                                       max_errors=effective_max_errors(max_errors))
+        demos = assemble(program, trainset, boot, max_bootstrapped_demos=size,
+                         max_labeled_demos=max_labeled_demos, seed=f"{seed}:{key}")
         fingerprint = _fingerprint(demos)
         if fingerprint not in seen:
             seen.add(fingerprint)

@@ -13,8 +13,7 @@ import math
 from typing import Any
 
 import attrs
-from honing.data import Example
-from honing.modules import Module
+from honing.plugin_api import LM, Example, Module, import_litellm, known_providers
 
 #: Characters per token, for estimates.
 CHARS_PER_TOKEN = 4
@@ -97,17 +96,13 @@ def price(lm: Any, prompt_tokens: int, completion_tokens: int) -> float | None:
         return None
     if model.startswith("local/"):
         return 0.0
-    from honing.lm.client import LM, known_providers
-
     if not isinstance(lm, LM):  # a test double or a custom callable: no price known
         return None
-    if model.split("/", 1)[0] not in known_providers():  # (also imports litellm quietly, offline)
+    if model.split("/", 1)[0] not in known_providers():
         return None
     try:
-        import litellm
-
-        prompt_cost, completion_cost = litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens,
-                                                              completion_tokens=completion_tokens)
+        prompt_cost, completion_cost = import_litellm().cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         return float(prompt_cost) + float(completion_cost)
     except Exception:  # noqa: BLE001 - litellm raises for models it has no price for
         return None

@@ -20,11 +20,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import honing as hn
-from honing.adapters.base import type_hint
-from honing.adapters.parsing import render_value
-from honing.data import Example
-from honing.errors import BudgetExceeded, ConfigurationError
-from honing.modules import ChainOfThought, Module, Predict
+from honing.plugin_api import (
+    BudgetExceeded,
+    ChainOfThought,
+    ConfigurationError,
+    Example,
+    Module,
+    Predict,
+    closed_values,
+    render_value,
+    type_hint,
+)
 
 from honing_bayesian.text import Tally, clean_proposal, tidy
 
@@ -49,6 +55,8 @@ MAX_DATA_BATCHES = 3
 EXAMPLE_DEMOS = 3
 #: Longest proposal generated (tokens).
 PROPOSAL_MAX_TOKENS = 96
+#: Proposal attempts per slot (the first plus retries after unusable replies).
+PROPOSAL_ATTEMPTS = 3
 
 
 class ProposeInstruction(hn.Signature):
@@ -189,8 +197,6 @@ def task_description(predictor: Predict) -> str:
 
 def topic_of(predictor: Predict) -> str:
     """What a predictor's task is about: its instruction, field names and their descriptions and values."""
-    from honing.adapters.parsing import closed_values
-
     sig = predictor.signature
     parts = [sig.instructions]
     for f in sig.fields:

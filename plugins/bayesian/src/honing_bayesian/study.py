@@ -39,8 +39,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Self
 
-from honing.errors import OptimizerError
-from honing.optimizers.storage import with_driver
+from honing.plugin_api import OptimizerError, with_driver
 
 #: Seconds between the heartbeats a running trial writes (Optuna's), and after which a silent trial of
 #: another host counts as dead.
@@ -68,18 +67,49 @@ def _optuna() -> Any:
     return optuna
 
 
+class _QuietPeriod:
+    """Optuna's verbosity and the warning filters are process-wide, and compiles may run at once in
+    threads: they share one quiet period, counted, so that one compile leaving it does not undo it while
+    another still runs (saving and restoring them per compile would, and an experimental-feature warning
+    would then reach a process that treats warnings as errors)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._verbosity = 0
+        self._filters: Any = None
+
+    def enter(self, optuna: Any) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._verbosity = optuna.logging.get_verbosity()
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
+                self._filters = warnings.catch_warnings()
+                self._filters.__enter__()
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._users += 1
+
+    def leave(self, optuna: Any) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._filters.__exit__(None, None, None)
+                optuna.logging.set_verbosity(self._verbosity)
+
+
+_QUIET = _QuietPeriod()
+
+
 @contextlib.contextmanager
 def quiet_optuna() -> Iterator[Any]:
-    """Optuna without its per-trial INFO lines and experimental-feature warnings (restored after)."""
+    """Optuna without its per-trial INFO lines and experimental-feature warnings (restored once the last
+    compile that asked for them is done; see `_QuietPeriod`)."""
     optuna = _optuna()
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _QUIET.enter(optuna)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield optuna
+        yield optuna
     finally:
-        optuna.logging.set_verbosity(level)
+        _QUIET.leave(optuna)
 
 
 def redact(url: str) -> str:
@@ -335,11 +365,10 @@ def make_sampler(seed: Any, n_startup_trials: int) -> Any:
         def _for(self, trial: Any) -> Any:
             with self._lock:
                 if self._number != trial.number:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    with quiet_optuna():
                         self._tpe = optuna.samplers.TPESampler(
-                            seed=trial_seed(seed, trial.number), multivariate=True, n_startup_trials=n_startup_trials,
-                            constant_liar=True)
+                            seed=trial_seed(seed, trial.number), multivariate=True,
+                            n_startup_trials=n_startup_trials, constant_liar=True)
                     self._number = trial.number
                 return self._tpe
 
@@ -347,8 +376,7 @@ def make_sampler(seed: Any, n_startup_trials: int) -> Any:
             return self._for(trial).infer_relative_search_space(study, trial)
 
         def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with quiet_optuna():
                 return self._for(trial).sample_relative(study, trial, search_space)
 
         def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:

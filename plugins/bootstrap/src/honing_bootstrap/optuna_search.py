@@ -19,36 +19,38 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import honing
-from honing.data import Example
-from honing.errors import BudgetExceeded, OptimizerError, TooManyErrors
-from honing.lm.secrets import safe_url
-from honing.lm.usage import track_usage
-from honing.modules import Module
-from honing.optimizers.record import OptimizerRecord
-from honing.optimizers.search import CandidateEvaluator, CandidateResult, SearchState, apply_state, progress
-from honing.optimizers.storage import with_driver
-from honing.runs import RunLog
-
-from honing_bootstrap.fewshot import (
-    SEARCH_MAX_LABELED_DEMOS,
-    check_count,
-    check_teacher_settings,
-    check_threshold,
+import attrs
+from honing.plugin_api import (
+    BudgetExceeded,
+    CandidateEvaluator,
+    CandidateResult,
+    CompileRun,
+    Example,
+    InvalidSetting,
+    Module,
+    Optimizer,
+    OptimizerError,
+    OptimizerRecord,
+    RunLog,
+    SearchState,
+    TooManyErrors,
+    Usage,
+    apply_state,
+    count,
     demo_count,
-    jsonable,
-    open_run_log,
-    reject_unknown,
-)
-from honing_bootstrap.random_search import (
-    CandidateBuilder,
-    candidate_specs,
+    json_safe,
     more_demos,
-    selection_set,
+    progress,
+    safe_url,
+    setting,
+    track_usage,
+    with_driver,
 )
+
+from honing_bootstrap.random_search import CandidateBuilder, SearchSettings, candidate_specs
 
 ZERO_SHOT = "zero_shot"
 
@@ -72,76 +74,67 @@ def _quiet_optuna(optuna: Any) -> Iterator[None]:
         optuna.logging.set_verbosity(before)
 
 
-class BootstrapFewShotWithOptuna(honing.Optimizer):
+def _storage_url(_: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidSetting(f"{attribute.name} must be an Optuna storage URL such as 'sqlite:///study.db', "
+                             f"got {type(value).__name__}")
+
+
+def _study_name(_: Any, attribute: Any, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidSetting(f"{attribute.name} must be a non-empty string, got {value!r}")
+
+
+@attrs.frozen
+class OptunaSettings(SearchSettings):
+    """
+    :param num_candidate_programs: shuffled bootstraps whose demo sets the study chooses from.
+    :param num_trials: programs to score (trials repeating a scored choice are free and do not
+        count); None: ``num_candidate_programs + 3``, as many as random search scores.
+    :param storage: an Optuna storage URL (``sqlite:///path.db``, a database URL) to keep the study in,
+        so an interrupted compile resumes with its finished trials; None: in memory. Recorded without
+        credentials.
+    :param study_name: the study's name in `storage` (default ``honing-bootstrap-optuna-seed<seed>``).
+
+    The other parameters are BootstrapFewShotWithRandomSearch's (but `stop_at_score`). Ties between
+    trials go to the program with more demos, then the earlier trial.
+    """
+
+    num_trials: int | None = setting(None, check=count(minimum=1, optional=True), kw_only=True)
+    storage: str | None = setting(None, check=_storage_url, kw_only=True)
+    study_name: str | None = setting(None, check=_study_name, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if self.num_trials is None:
+            object.__setattr__(self, "num_trials", self.num_candidate_programs + 3)
+
+
+class BootstrapFewShotWithOptuna(Optimizer):
     """Seeded Optuna TPE search over bootstrapped demo sets, one choice per predictor; resumable."""
 
     requires_metric = True
     requires_labels = True
+    #: the CLI's ``--storage``/``--study`` replace the constructor's for one compile
+    compile_options = frozenset({"storage", "study_name"})
+    Settings = OptunaSettings
 
-    def __init__(self, metric: Callable[..., Any] | None = None, *, num_candidate_programs: int = 16,
-                 max_bootstrapped_demos: int = 4, max_labeled_demos: int = SEARCH_MAX_LABELED_DEMOS,
-                 num_trials: int | None = None, storage: str | None = None, study_name: str | None = None,
-                 max_rounds: int = 1, metric_threshold: float | None = None, max_errors: int | None = None,
-                 teacher_settings: Mapping[str, Any] | None = None, num_threads: int | None = None,
-                 seed: int = 0, display_progress: bool = True) -> None:
-        """
-        :param num_candidate_programs: shuffled bootstraps whose demo sets the study chooses from.
-        :param num_trials: programs to score (trials repeating a scored choice are free and do not
-            count); None: ``num_candidate_programs + 3``, as many as random search scores.
-        :param storage: an Optuna storage URL (``sqlite:///path.db``, a database URL) to keep the study in,
-            so an interrupted compile resumes with its finished trials; None: in memory.
-        :param study_name: the study's name in `storage` (default ``honing-bootstrap-optuna-seed<seed>``).
-
-        The other parameters are BootstrapFewShotWithRandomSearch's. Ties between trials go to the
-        program with more demos, then the earlier trial.
-        """
-        owner = type(self).__name__
-        check_count(owner, "num_candidate_programs", num_candidate_programs)
-        check_count(owner, "max_bootstrapped_demos", max_bootstrapped_demos)
-        check_count(owner, "max_labeled_demos", max_labeled_demos)
-        check_count(owner, "num_trials", num_trials, minimum=1, optional=True)
-        check_count(owner, "max_rounds", max_rounds, minimum=1)
-        check_count(owner, "max_errors", max_errors, optional=True)
-        check_count(owner, "num_threads", num_threads, minimum=1, optional=True)
-        _check_storage(owner, storage, study_name)
-        metric_threshold = check_threshold(owner, metric_threshold)
-        teacher_settings = check_teacher_settings(owner, teacher_settings)
-        if num_trials is None:
-            num_trials = num_candidate_programs + 3
+    def record_parameters(self) -> dict[str, Any]:
         # a storage URL with a password is recorded without it
-        shown_storage = _shown(storage)
-        super().__init__(metric, num_candidate_programs=num_candidate_programs,
-                         max_bootstrapped_demos=max_bootstrapped_demos, max_labeled_demos=max_labeled_demos,
-                         num_trials=num_trials, storage=shown_storage, study_name=study_name, max_rounds=max_rounds,
-                         metric_threshold=metric_threshold, max_errors=max_errors,
-                         teacher_settings=teacher_settings, num_threads=num_threads, seed=seed)
-        self.num_candidate_programs = num_candidate_programs
-        self.max_bootstrapped_demos = max_bootstrapped_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.num_trials = num_trials
-        self.storage = storage
-        self.study_name = study_name
-        self.max_rounds = max_rounds
-        self.metric_threshold = metric_threshold
-        self.max_errors = max_errors
-        self.teacher_settings = teacher_settings
-        self.num_threads = num_threads
-        self.display_progress = display_progress
-        #: the Optuna study of the last compile
-        self.study: Any = None
+        return {**super().record_parameters(), "storage": _shown(self.settings.storage)}
 
     # -- demo sets -------------------------------------------------------------------------------------
     def demo_sets(self, program: Module, trainset: list[Example], teacher: Module | None,
-                  run_log: RunLog | None) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], int]:
+                  run_log: RunLog | None) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], int, list[str]]:
         """Per predictor: set id → demos ("zero_shot" first, then each distinct non-empty set). Also the
-        number of errors the bootstrap passes counted."""
-        builder = CandidateBuilder(self, program, trainset, teacher, run_log)
+        number of errors the bootstrap passes counted, and what the user should be told about them."""
+        s = self.settings
+        builder = CandidateBuilder(s, program, trainset, teacher, run_log)
         names = [n for n, _ in program.named_predictors()]
         sets: dict[str, dict[str, list[dict[str, Any]]]] = {n: {ZERO_SHOT: []} for n in names}
         seen: dict[str, set[str]] = {n: set() for n in names}
         errors = 0
-        specs = candidate_specs(self.num_candidate_programs, self.max_bootstrapped_demos, self.seed, zero_shot=False)
-        bar = progress(len(specs), f"{self.name} demo sets", self.display_progress)
+        specs = candidate_specs(s.num_candidate_programs, s.max_bootstrapped_demos, s.seed, zero_shot=False)
+        bar = progress(len(specs), f"{self.name} demo sets", s.display_progress)
         try:
             for spec in specs:
                 built = builder.build(spec)
@@ -149,7 +142,7 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
                 if built.budget_limited:
                     raise BudgetExceeded(f"the budget ran out while bootstrapping demo set {spec.key}")
                 for name in names:
-                    demos = jsonable(built.demos[name])
+                    demos = json_safe(built.demos[name])
                     fingerprint = json.dumps(demos, sort_keys=True)
                     if demos and fingerprint not in seen[name]:
                         seen[name].add(fingerprint)
@@ -157,14 +150,13 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
                 bar.update(1)
         finally:
             bar.close()
-        for note in builder.notes:
-            self.note(note)
-        return sets, errors
+        return sets, errors, builder.notes
 
     # -- the study -------------------------------------------------------------------------------------
     def _study(self, optuna: Any, storage: str | None, study_name: str | None) -> Any:
-        name = study_name or (f"honing-bootstrap-optuna-seed{self.seed}" if storage else None)
-        sampler = optuna.samplers.TPESampler(seed=self.seed)
+        seed = self.settings.seed
+        name = study_name or (f"honing-bootstrap-optuna-seed{seed}" if storage else None)
+        sampler = optuna.samplers.TPESampler(seed=seed)
         try:
             url = with_driver(storage) if storage is not None else None
             return optuna.create_study(storage=url, study_name=name, direction="maximize", sampler=sampler,
@@ -175,8 +167,8 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
 
     def _check_study(self, study: Any) -> None:
         """A stored study is only continued with the same parameters (else its trials mean something else)."""
-        mine = jsonable({k: v for k, v in self.record_parameters().items()
-                         if k not in ("num_trials", "num_threads", "storage", "study_name")})
+        mine = json_safe({k: v for k, v in self.record_parameters().items()
+                          if k not in ("num_trials", "num_threads", "storage", "study_name")})
         theirs = study.user_attrs.get("honing_parameters")
         if theirs is None:
             if study.trials:
@@ -191,25 +183,27 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
             raise OptimizerError(f"{self.name}: the Optuna study {study.study_name!r} was run with other "
                                  f"parameters ({details}); use another study_name to start afresh")
 
-    def optimize(self, program: Module, *, trainset: list[Example], valset: list[Example] | None,
-                 teacher: Module | None, run_dir: Any = None, resume: bool = False, storage: str | None = None,
-                 study_name: str | None = None, **kwargs: Any) -> Module:
-        """`storage` and `study_name` given here (the CLI's ``--storage``/``--study``) replace the
-        constructor's for this compile."""
-        reject_unknown(self.name, kwargs)
-        _check_storage(f"{self.name}.compile", storage, study_name)
-        storage = storage if storage is not None else self.storage
-        study_name = study_name if study_name is not None else self.study_name
+    def optimize(self, program: Module, run: CompileRun) -> Module:
+        """`storage` and `study_name` given to `compile` (the CLI's ``--storage``/``--study``) replace the
+        constructor's for this compile. The study is `run.artifacts["study"]`."""
+        owner = f"{self.name}.compile"
+        storage, study_name = run.options.get("storage"), run.options.get("study_name")
+        try:
+            _storage_url(None, _Named("storage"), storage)
+            _study_name(None, _Named("study_name"), study_name)
+        except InvalidSetting as exc:
+            raise OptimizerError(f"{owner}: {exc}") from None
+        storage = storage if storage is not None else self.settings.storage
+        study_name = study_name if study_name is not None else self.settings.study_name
         optuna = _import_optuna()
-        run_log = open_run_log(self, run_dir, resume)
-        devset = selection_set(self, trainset, valset)
+        devset = run.selection_set()
         with _quiet_optuna(optuna):
             study = self._study(optuna, storage, study_name)
-            self.study = study
+            run.artifacts["study"] = study
             self._check_study(study)
             if storage is not None:
-                self.note(f"Optuna study {study.study_name!r} in {_shown(storage)}")
-            fingerprint = _fingerprint(trainset, devset, program)
+                run.note(f"Optuna study {study.study_name!r} in {_shown(storage)}")
+            fingerprint = _fingerprint(run.trainset, devset, program)
             stored = study.user_attrs.get("demo_sets")
             if stored is not None and study.user_attrs.get("data") != fingerprint:
                 raise OptimizerError(f"{self.name}: the Optuna study {study.study_name!r} was run on other "
@@ -218,21 +212,25 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
             if stored is not None:
                 sets = stored
             else:
-                sets, bootstrap_errors = self.demo_sets(program, trainset, teacher, run_log)
+                sets, bootstrap_errors, notes = self.demo_sets(program, run.trainset, run.teacher, run.log)
+                for note in notes:
+                    run.note(note)
                 # the data first: stored demo sets are the mark of a finished set-up, and must never be
                 # seen (after a crash, or by another process) without the data they were built from
                 study.set_user_attr("data", fingerprint)
                 study.set_user_attr("demo_sets", sets)
             with track_usage() as spent:
-                return self._search(optuna, study, program, sets, devset, run_log, bootstrap_errors, spent)
+                return self._search(optuna, study, program, run, sets, devset, bootstrap_errors, spent)
 
-    def _search(self, optuna: Any, study: Any, program: Module, sets: dict[str, dict[str, list[dict[str, Any]]]],
-                devset: list[Example], run_log: RunLog | None, bootstrap_errors: int, spent: Any) -> Module:
+    def _search(self, optuna: Any, study: Any, program: Module, run: CompileRun,
+                sets: dict[str, dict[str, list[dict[str, Any]]]], devset: list[Example], bootstrap_errors: int,
+                spent: Any) -> Module:
+        s = self.settings
         TrialState = optuna.trial.TrialState
         searched = {name: list(options) for name, options in sets.items() if len(options) > 1}
         for name, options in sets.items():
             if len(options) <= 1:
-                self.note(f"predictor {name!r}: no demo set could be built (no training example has its fields "
+                run.note(f"predictor {name!r}: no demo set could be built (no training example has its fields "
                           "and no run passed); it stays without demos")
         distributions = {name: optuna.distributions.CategoricalDistribution(options)
                          for name, options in searched.items()}
@@ -242,9 +240,8 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
         # a trial left RUNNING by an interrupted session never finishes: mark it failed
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
-        evaluator = CandidateEvaluator(devset, self.metric, num_threads=self.num_threads,
-                                       max_errors=self.max_errors, display_progress=self.display_progress,
-                                       run_log=run_log, event="trial")
+        evaluator = CandidateEvaluator(devset, s.metric, num_threads=s.num_threads, max_errors=s.max_errors,
+                                       display_progress=s.display_progress, run_log=run.log, event="trial")
         state = SearchState(tie_break=more_demos)
         scored: dict[str, CandidateResult] = {}
         trial_numbers: dict[str, list[int]] = {}
@@ -261,12 +258,12 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
         # `num_trials` counts programs scored: a trial that repeats a scored combination is free and does
         # not count (bounded, so a sampler that keeps repeating itself cannot loop for ever)
         done = len(scored)
-        asked, max_asks = 0, 20 * self.num_trials
+        asked, max_asks = 0, 20 * s.num_trials
         budget_limited = False
-        bar = progress(self.num_trials, self.name, self.display_progress)
-        bar.update(min(done, self.num_trials))
+        bar = progress(s.num_trials, self.name, s.display_progress)
+        bar.update(min(done, s.num_trials))
         try:
-            while done < self.num_trials and len(scored) < total_combinations and asked < max_asks:
+            while done < s.num_trials and len(scored) < total_combinations and asked < max_asks:
                 asked += 1
                 trial = study.ask(distributions)
                 choice = {name: trial.params[name] for name in searched}
@@ -301,7 +298,7 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
             if state.best is None:
                 raise
             budget_limited = True
-            self.note(f"the budget ran out after {done} trials; returning the best of those")
+            run.note(f"the budget ran out after {done} trials; returning the best of those")
         except TooManyErrors as exc:
             partial = self._finish(program, state, trial_numbers, None, spent.total, bootstrap_errors, False, done) \
                 if state.best is not None else None
@@ -309,12 +306,12 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
                                 "error's .partial)", partial=partial) from exc
         finally:
             bar.close()
-        if done < self.num_trials and len(scored) >= total_combinations:
-            self.note(f"all {total_combinations} combinations of demo sets were scored; stopped there")
+        if done < s.num_trials and len(scored) >= total_combinations:
+            run.note(f"all {total_combinations} combinations of demo sets were scored; stopped there")
         if state.best is None:  # nothing to search: every predictor has a single option
             candidate = apply_state(program.deepcopy(), {name: {"demos": sets[name][ZERO_SHOT]} for name in sets})
             state.add(evaluator.evaluate(_key({}, sets), candidate, {"demo_sets": {}}))
-        return self._finish(program, state, trial_numbers, run_log, spent.total, bootstrap_errors, budget_limited,
+        return self._finish(program, state, trial_numbers, run.log, spent.total, bootstrap_errors, budget_limited,
                             done)
 
     def _finish(self, program: Module, state: SearchState, trial_numbers: dict[str, list[int]],
@@ -337,12 +334,11 @@ class BootstrapFewShotWithOptuna(honing.Optimizer):
         return program
 
 
-def _check_storage(owner: str, storage: Any, study_name: Any) -> None:
-    if storage is not None and not isinstance(storage, str):
-        raise OptimizerError(f"{owner}: storage must be an Optuna storage URL such as 'sqlite:///study.db', "
-                             f"got {type(storage).__name__}")
-    if study_name is not None and (not isinstance(study_name, str) or not study_name):
-        raise OptimizerError(f"{owner}: study_name must be a non-empty string, got {study_name!r}")
+@attrs.frozen
+class _Named:
+    """Stands in for an attrs field where a compile option is checked like the setting of that name."""
+
+    name: str
 
 
 def _shown(storage: str | None) -> str | None:
@@ -360,12 +356,10 @@ def _store_result(trial: Any, result: CandidateResult) -> None:
     """The trial's details in one user attribute (each attribute is a write to the storage)."""
     trial.set_user_attr("result", {"errors": result.n_errors, "n_examples": result.n_examples,
                                    "demos": demo_count(result.state), "usage": result.usage.to_dict(),
-                                   "seconds": round(result.wall_time, 3), "state": jsonable(result.state)})
+                                   "seconds": round(result.wall_time, 3), "state": json_safe(result.state)})
 
 
 def _result_from_trial(trial: Any, key: str) -> CandidateResult:
-    from honing.lm.types import Usage
-
     stored = trial.user_attrs["result"]
     return CandidateResult(key, float(trial.user_attrs.get("score", trial.value)), int(stored.get("errors", 0)),
                            Usage(), 0.0, {"demo_sets": dict(trial.params)}, stored["state"],

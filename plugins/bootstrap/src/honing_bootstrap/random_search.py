@@ -7,7 +7,7 @@ bootstrap pass over a seeded shuffle of the trainset with a random number of boo
 RNG streams, both derived from (seed, candidate index), so candidate i is the same whatever N is.
 
 Each candidate is built and then scored on the valset, one after another, examples in a fixed order
-(`honing.optimizers.search.CandidateEvaluator`), so the embedded model reuses the candidate's demo
+(`honing.plugin_api.CandidateEvaluator`), so the embedded model reuses the candidate's demo
 prefix across examples; a hosted LM runs `num_threads` examples at a time.
 
 The defaults suit small models: every candidate carries `max_labeled_demos` demos in all (32 by
@@ -18,40 +18,39 @@ most; see `honing_bootstrap.fewshot.SEARCH_MAX_LABELED_DEMOS` for the measuremen
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import honing
-from honing.data import Example
-from honing.errors import BudgetExceeded, OptimizerError, TooManyErrors
-from honing.lm.types import Usage
-from honing.lm.usage import track_usage
-from honing.modules import Module
-from honing.optimizers.demos import labeled_demos, make_teacher, sample_labeled
-from honing.optimizers.record import OptimizerRecord
-from honing.optimizers.search import (
+from honing.plugin_api import (
+    BudgetExceeded,
+    BuiltDemos,
     CandidateEvaluator,
     CandidateResult,
+    CompileRun,
+    Example,
+    Module,
+    Optimizer,
+    OptimizerRecord,
+    RunLog,
     SearchState,
+    TooManyErrors,
+    Usage,
     apply_state,
-    progress,
-)
-from honing.runs import RunLog
-
-from honing_bootstrap.fewshot import (
-    SEARCH_MAX_LABELED_DEMOS,
-    BuiltDemos,
     build_demos,
-    check_count,
-    check_fraction,
-    check_teacher_settings,
-    check_threshold,
-    demo_count,
-    open_run_log,
-    reject_unknown,
+    count,
+    fraction,
+    labeled_demos,
+    make_teacher,
+    more_demos,
+    progress,
+    sample_labeled,
+    setting,
     shortfall_note,
+    track_usage,
 )
+
+from honing_bootstrap.fewshot import SEARCH_MAX_LABELED_DEMOS, BootstrapSettings
 
 
 @attrs.frozen
@@ -107,9 +106,9 @@ class CandidateBuilder:
     how many demos they bootstrap and their labelled fill.
     """
 
-    def __init__(self, optimizer: honing.Optimizer, program: Module, trainset: list[Example],
+    def __init__(self, settings: BootstrapSettings, program: Module, trainset: list[Example],
                  teacher: Module | None, run_log: RunLog | None) -> None:
-        self.optimizer = optimizer
+        self.settings = settings
         self.program = program
         self.trainset = trainset
         self.teacher = teacher
@@ -119,24 +118,24 @@ class CandidateBuilder:
 
     def teacher_program(self) -> Module:
         if self._teacher_program is None:
-            opt: Any = self.optimizer
             self._teacher_program = make_teacher(self.program, self.trainset, self.teacher,
-                                                 max_labeled_demos=opt.max_labeled_demos, seed=opt.seed)
+                                                 max_labeled_demos=self.settings.max_labeled_demos,
+                                                 seed=self.settings.seed)
         return self._teacher_program
 
     def build(self, spec: CandidateSpec) -> BuiltDemos:
-        opt: Any = self.optimizer
+        s = self.settings
         if spec.kind == "zero_shot":
             return BuiltDemos({name: [] for name, _ in self.program.named_predictors()})
         if spec.kind == "labeled":
-            return BuiltDemos(sample_labeled(self.program, self.trainset, opt.max_labeled_demos,
+            return BuiltDemos(sample_labeled(self.program, self.trainset, s.max_labeled_demos,
                                              seed=spec.labeled_seed))
-        order = shuffled_order(len(self.trainset), opt.seed, spec.index) if spec.kind == "shuffle" else None
-        built = build_demos(self.program, self.trainset, self.teacher_program(), opt.metric, key=spec.key, params=spec.params,
-                            max_bootstrapped_demos=spec.max_bootstrapped_demos,
-                            max_labeled_demos=opt.max_labeled_demos, seed=spec.labeled_seed, order=order,
-                            max_rounds=opt.max_rounds, metric_threshold=opt.metric_threshold,
-                            max_errors=opt.max_errors, teacher_settings=opt.teacher_settings, run_log=self.run_log)
+        order = shuffled_order(len(self.trainset), s.seed, spec.index) if spec.kind == "shuffle" else None
+        built = build_demos(self.program, self.trainset, self.teacher_program(), s.metric, key=spec.key,
+                            params=spec.params, max_bootstrapped_demos=spec.max_bootstrapped_demos,
+                            max_labeled_demos=s.max_labeled_demos, seed=spec.labeled_seed, order=order,
+                            max_rounds=s.max_rounds, metric_threshold=s.metric_threshold,
+                            max_errors=s.max_errors, teacher_settings=s.teacher_settings, run_log=self.run_log)
         note = shortfall_note(built, spec.max_bootstrapped_demos, len(self.trainset), f"{spec.key}: ")
         # one note for the first shortfall is enough: every candidate visits the same examples
         if note and not any("bootstrapped" in n for n in self.notes):
@@ -144,101 +143,60 @@ class CandidateBuilder:
         return built
 
 
-def selection_set(optimizer: honing.Optimizer, trainset: list[Example], valset: list[Example] | None) -> list[Example]:
-    """The valset; without one the trainset, with a note that the selection is then optimistic."""
-    if valset is not None:
-        return valset
-    optimizer.note("no valset: candidates are scored on the trainset, which holds their own demos, so the "
-                   "scores are optimistic and favour memorised examples; pass valset= for an honest selection")
-    return trainset
+@attrs.frozen
+class SearchSettings(BootstrapSettings):
+    """What both searches of this package add to BootstrapFewShot's settings."""
+
+    num_candidate_programs: int = setting(16, check=count(), kw_only=True)
+    max_labeled_demos: int = setting(SEARCH_MAX_LABELED_DEMOS, check=count(), kw_only=True)
+    num_threads: int | None = setting(None, check=count(minimum=1, optional=True), run_neutral=True,
+                                      kw_only=True)
+    display_progress: bool = setting(True, run_neutral=True, recorded=False, kw_only=True)
 
 
-def more_demos(result: CandidateResult) -> int:
-    """The tie-break of every search here: on an exact tie the candidate with more demos wins."""
-    return demo_count(result.state)
+@attrs.frozen
+class RandomSearchSettings(SearchSettings):
+    """
+    :param metric: ``metric(example, prediction, trace) -> bool | float``; scores candidates and gates
+        which teacher runs become demos.
+    :param num_candidate_programs: shuffled bootstrap candidates, besides zero-shot, labelled-only and
+        the unshuffled bootstrap.
+    :param max_bootstrapped_demos: the largest bootstrap size of a candidate (shuffles draw 1 … this).
+    :param max_labeled_demos: demos per predictor in every candidate; labelled examples fill the
+        slots bootstrapping leaves.
+    :param stop_at_score: stop as soon as a candidate scores at least this fraction (in [0, 1]).
+    :param num_threads: examples scored at once (hosted LMs); None: ``hn.configure(num_threads=...)``.
+    :param max_errors: failed examples tolerated per bootstrap pass and per candidate evaluation; the
+        next raises TooManyErrors (carrying the best program so far as `partial`).
+    :param display_progress: a progress bar over candidates, with one over examples inside it.
+
+    The other parameters are BootstrapFewShot's. Ties: candidates with the same score are broken in
+    favour of more demos, then the earlier one (DSPy keeps the earliest, which hands every exact tie to
+    the zero-shot program).
+    """
+
+    stop_at_score: float | None = setting(None, check=fraction, kw_only=True)
 
 
-class BootstrapFewShotWithRandomSearch(honing.Optimizer):
+class BootstrapFewShotWithRandomSearch(Optimizer):
     """Random search over bootstrapped few-shot candidates, each scored on the valset; keeps the best."""
 
     requires_metric = True
     requires_labels = True
+    Settings = RandomSearchSettings
 
-    def __init__(self, metric: Callable[..., Any] | None = None, *, num_candidate_programs: int = 16,
-                 max_bootstrapped_demos: int = 4, max_labeled_demos: int = SEARCH_MAX_LABELED_DEMOS,
-                 max_rounds: int = 1, metric_threshold: float | None = None, max_errors: int | None = None,
-                 teacher_settings: Mapping[str, Any] | None = None, num_threads: int | None = None,
-                 stop_at_score: float | None = None, seed: int = 0, display_progress: bool = True) -> None:
-        """
-        :param metric: ``metric(example, prediction, trace) -> bool | float``; scores candidates and gates
-            which teacher runs become demos.
-        :param num_candidate_programs: shuffled bootstrap candidates, besides zero-shot, labelled-only and
-            the unshuffled bootstrap.
-        :param max_bootstrapped_demos: the largest bootstrap size of a candidate (shuffles draw 1 … this).
-        :param max_labeled_demos: demos per predictor in every candidate; labelled examples fill the
-            slots bootstrapping leaves.
-        :param stop_at_score: stop as soon as a candidate scores at least this fraction (in [0, 1]).
-        :param num_threads: examples scored at once (hosted LMs); None: ``hn.configure(num_threads=...)``.
-        :param max_errors: failed examples tolerated per bootstrap pass and per candidate evaluation; the
-            next raises TooManyErrors (carrying the best program so far as `partial`).
-        :param display_progress: a progress bar over candidates, with one over examples inside it.
-
-        Ties: candidates with the same score are broken in favour of more demos, then the earlier one
-        (DSPy keeps the earliest, which hands every exact tie to the zero-shot program).
-        """
-        owner = type(self).__name__
-        check_count(owner, "num_candidate_programs", num_candidate_programs)
-        check_count(owner, "max_bootstrapped_demos", max_bootstrapped_demos)
-        check_count(owner, "max_labeled_demos", max_labeled_demos)
-        check_count(owner, "max_rounds", max_rounds, minimum=1)
-        check_count(owner, "max_errors", max_errors, optional=True)
-        check_count(owner, "num_threads", num_threads, minimum=1, optional=True)
-        metric_threshold = check_threshold(owner, metric_threshold)
-        stop_at_score = check_fraction(owner, "stop_at_score", stop_at_score)
-        teacher_settings = check_teacher_settings(owner, teacher_settings)
-        super().__init__(metric, num_candidate_programs=num_candidate_programs,
-                         max_bootstrapped_demos=max_bootstrapped_demos, max_labeled_demos=max_labeled_demos,
-                         max_rounds=max_rounds, metric_threshold=metric_threshold, max_errors=max_errors,
-                         teacher_settings=teacher_settings, num_threads=num_threads, stop_at_score=stop_at_score,
-                         seed=seed)
-        self.num_candidate_programs = num_candidate_programs
-        self.max_bootstrapped_demos = max_bootstrapped_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.max_rounds = max_rounds
-        self.metric_threshold = metric_threshold
-        self.max_errors = max_errors
-        self.teacher_settings = teacher_settings
-        self.num_threads = num_threads
-        self.stop_at_score = stop_at_score
-        self.display_progress = display_progress
-        #: the candidates of the last compile, best first (see `top_programs`)
-        self.results: list[CandidateResult] = []
-        self._base: Module | None = None
-
-    # -- results beyond the winner ---------------------------------------------------------------------
-    def top_programs(self, k: int = 3) -> list[Module]:
-        """The `k` best candidates of the last compile as programs (best first), e.g. for an Ensemble."""
-        if self._base is None:
-            raise OptimizerError(f"{self.name}.top_programs: compile something first")
-        return [apply_state(self._base.deepcopy(), r.state) for r in self.results[:k]]
-
-    # -- the search ------------------------------------------------------------------------------------
-    def optimize(self, program: Module, *, trainset: list[Example], valset: list[Example] | None,
-                 teacher: Module | None, run_dir: Any = None, resume: bool = False, **kwargs: Any) -> Module:
-        reject_unknown(self.name, kwargs)
-        run_log = open_run_log(self, run_dir, resume)
-        devset = selection_set(self, trainset, valset)
-        builder = CandidateBuilder(self, program, trainset, teacher, run_log)
-        evaluator = CandidateEvaluator(devset, self.metric, num_threads=self.num_threads,
-                                       max_errors=self.max_errors, display_progress=self.display_progress,
-                                       run_log=run_log, event="candidate")
-        finished = run_log.finished("candidate") if run_log is not None else {}
-        specs = candidate_specs(self.num_candidate_programs, self.max_bootstrapped_demos, self.seed)
+    def optimize(self, program: Module, run: CompileRun) -> Module:
+        s = self.settings
+        devset = run.selection_set()
+        builder = CandidateBuilder(s, program, run.trainset, run.teacher, run.log)
+        evaluator = CandidateEvaluator(devset, s.metric, num_threads=s.num_threads, max_errors=s.max_errors,
+                                       display_progress=s.display_progress, run_log=run.log, event="candidate")
+        finished = run.log.finished("candidate") if run.log is not None else {}
+        specs = candidate_specs(s.num_candidate_programs, s.max_bootstrapped_demos, s.seed)
         state = SearchState(tie_break=more_demos)
         extras: dict[str, dict[str, Any]] = {}
         budget_limited = stopped = False
-        self._base = program.deepcopy().reset()
-        bar = progress(len(specs), self.name, self.display_progress)
+        bar = progress(len(specs), self.name, s.display_progress)
         with track_usage() as spent:
             try:
                 for spec in specs:
@@ -249,25 +207,25 @@ class BootstrapFewShotWithRandomSearch(honing.Optimizer):
                         raise BudgetExceeded("the budget ran out while bootstrapping " + spec.key)
                     bar.update(1)
                     bar.set_postfix(best=f"{state.best.score:.3f}" if state.best else "-")
-                    if self.stop_at_score is not None and result.score >= self.stop_at_score:
+                    if s.stop_at_score is not None and result.score >= s.stop_at_score:
                         stopped = True
-                        self.note(f"stopped after {spec.key}: score {result.score:.3f} >= stop_at_score "
-                                  f"{self.stop_at_score}")
+                        run.note(f"stopped after {spec.key}: score {result.score:.3f} >= stop_at_score "
+                                 f"{s.stop_at_score}")
                         break
             except BudgetExceeded:
                 if state.best is None:
                     raise
                 budget_limited = True
-                self.note(f"the budget ran out after {len(state.results)} of {len(specs)} candidates; "
-                          "returning the best of those")
+                run.note(f"the budget ran out after {len(state.results)} of {len(specs)} candidates; "
+                         "returning the best of those")
             except TooManyErrors as exc:
-                best = self._finish(program, state, extras, builder, None, spent.total,
+                best = self._finish(program, run, state, extras, builder, None, spent.total,
                                     budget_limited=False, stopped=False) if state.best is not None else None
                 raise TooManyErrors(f"{self.name}: {exc} (after {len(state.results)} finished candidates; the "
                                     "best so far is this error's .partial)", partial=best) from exc
             finally:
                 bar.close()
-        return self._finish(program, state, extras, builder, run_log, spent.total,
+        return self._finish(program, run, state, extras, builder, run.log, spent.total,
                             budget_limited=budget_limited, stopped=stopped)
 
     def _candidate(self, spec: CandidateSpec, program: Module, builder: CandidateBuilder,
@@ -280,18 +238,18 @@ class BootstrapFewShotWithRandomSearch(honing.Optimizer):
         candidate = apply_state(program.deepcopy(), {n: {"demos": d} for n, d in built.demos.items()})
         return evaluator.evaluate(spec.key, candidate, params), built
 
-    def _finish(self, program: Module, state: SearchState, extras: dict[str, dict[str, Any]],
+    def _finish(self, program: Module, run: CompileRun, state: SearchState, extras: dict[str, dict[str, Any]],
                 builder: CandidateBuilder, run_log: RunLog | None, spent: Usage, *, budget_limited: bool,
                 stopped: bool) -> Module:
         for note in builder.notes:
-            if note not in self.notes:
-                self.note(note)
+            if note not in run.notes:
+                run.note(note)
         best = state.best
         assert best is not None
         ranked = sorted(state.results, key=lambda r: (-r.score, -more_demos(r)))
-        self.results = ranked
+        run.ranked = ranked
         apply_state(program, best.state)
-        _note_empty_predictors(self, program, builder.trainset)
+        _note_empty_predictors(run, program)
         candidates = tuple({**r.summary(), **extras.get(r.key, {})} for r in state.results)
         program.compile_record = OptimizerRecord(
             name=self.name, score=best.score, scores={r.key: round(r.score, 6) for r in state.results},
@@ -316,8 +274,8 @@ def _extra(result: CandidateResult, built: BuiltDemos | None) -> dict[str, Any]:
     return extra
 
 
-def _note_empty_predictors(optimizer: honing.Optimizer, program: Module, trainset: Sequence[Example]) -> None:
+def _note_empty_predictors(run: CompileRun, program: Module) -> None:
     for name, predictor in program.named_predictors():
-        if not labeled_demos(predictor, trainset) and not predictor.demos:
-            optimizer.note(f"predictor {name!r}: no training example has both its inputs and outputs")
+        if not labeled_demos(predictor, run.trainset) and not predictor.demos:
+            run.note(f"predictor {name!r}: no training example has both its inputs and outputs")
 

@@ -1,6 +1,7 @@
 """Ensemble: one program that runs several programs on the same inputs and reduces their predictions.
 
-    programs = search.top_programs(3)                # e.g. random search's three best candidates
+    run = search.compile_run(student, trainset=trainset, valset=valset)  # e.g. a RandomSearch
+    programs = run.top_programs(3)                   # its three best candidates
     ensemble = Ensemble(size=None).compile(programs)  # an EnsembleProgram (a Module)
     ensemble.save("ensemble.json")                   # every member, in one file
     again = EnsembleProgram.like("ensemble.json", lambda: hn.Predict(Classify))
@@ -21,13 +22,29 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import honing
-from honing.data import Example, Prediction
-from honing.errors import BudgetExceeded, ConfigurationError, InputError, LoadError, OptimizerError
-from honing.metrics import normalize
-from honing.modules import Module, program_inputs
-from honing.optimizers.base import check_examples
-from honing.optimizers.record import OptimizerRecord
+import attrs
+from honing.plugin_api import (
+    BudgetExceeded,
+    CandidateEvaluator,
+    CompileRun,
+    ConfigurationError,
+    Example,
+    InputError,
+    InvalidSetting,
+    LoadError,
+    Module,
+    Optimizer,
+    OptimizerError,
+    OptimizerRecord,
+    Prediction,
+    check_examples,
+    integer,
+    metric_score,
+    normalize,
+    program_inputs,
+    read_document,
+    setting,
+)
 
 Reducer = Callable[[list[Prediction]], Any]
 
@@ -89,8 +106,8 @@ class EnsembleProgram(Module):
     fail, the first error is raised. `reduce_fn=None` returns the list of member predictions.
     """
 
-    def __init__(self, members: Sequence[Module], *, reduce_fn: Reducer | None = majority, size: int | None = None,
-                 deterministic: bool = False, seed: int = 0) -> None:
+    def __init__(self, members: Sequence[Module], *, reduce_fn: Reducer | None = majority,
+                 size: int | None = None, deterministic: bool = False, seed: int = 0) -> None:
         members = list(members)
         if not members:
             raise OptimizerError("EnsembleProgram needs at least one member program")
@@ -107,8 +124,9 @@ class EnsembleProgram(Module):
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"EnsembleProgram({len(self.members)} members, size={self.size}, reduce_fn={reducer_name(self.reduce_fn)}, "
-                f"deterministic={self.deterministic}, seed={self.seed})")
+        return (f"EnsembleProgram({len(self.members)} members, size={self.size}, "
+                f"reduce_fn={reducer_name(self.reduce_fn)}, deterministic={self.deterministic}, "
+                f"seed={self.seed})")
 
     def __deepcopy__(self, memo: dict[int, Any]) -> EnsembleProgram:
         new = object.__new__(type(self))
@@ -130,13 +148,11 @@ class EnsembleProgram(Module):
         ``reduce_fn=`` when the file was saved with a reducer of your own)."""
         if isinstance(source, int) and not isinstance(source, bool):
             return cls([member_factory() for _ in range(source)], **kwargs)
-        from honing.serialization import read_document
-
         doc = read_document(source)
         n = (doc.extra_state.get("self") or {}).get("n_members")
         if type(n) is not int or n < 1:
-            raise LoadError("not a saved EnsembleProgram: its extra state has no member count", file=str(source),
-                            path="$.extra_state.self.n_members")
+            raise LoadError("not a saved EnsembleProgram: its extra state has no member count",
+                            file=str(source), path="$.extra_state.self.n_members")
         program = cls([member_factory() for _ in range(n)], **kwargs)
         return program.load(source)  # type: ignore[return-value]
 
@@ -192,7 +208,8 @@ class EnsembleProgram(Module):
             raise LoadError(f"size must be null or an integer in 1..{len(self.members)}, got {size!r}",
                             path=f"{where}.size")
         if type(deterministic) is not bool:
-            raise LoadError(f"deterministic must be a boolean, got {deterministic!r}", path=f"{where}.deterministic")
+            raise LoadError(f"deterministic must be a boolean, got {deterministic!r}",
+                            path=f"{where}.deterministic")
         if type(seed) is not int:
             raise LoadError(f"seed must be an integer, got {seed!r}", path=f"{where}.seed")
         saved = state.get("reduce_fn")
@@ -203,8 +220,9 @@ class EnsembleProgram(Module):
         elif saved == reducer_name(self.reduce_fn):
             reduce_fn = self.reduce_fn
         else:
-            raise LoadError(f"saved with reduce_fn {saved!r}, this program has {reducer_name(self.reduce_fn)!r}: "
-                            "build it with EnsembleProgram.like(path, member_factory, reduce_fn=<that function>)",
+            raise LoadError(f"saved with reduce_fn {saved!r}, this program has "
+                            f"{reducer_name(self.reduce_fn)!r}: build it with "
+                            "EnsembleProgram.like(path, member_factory, reduce_fn=<that function>)",
                             path=f"{where}.reduce_fn")
         unknown = sorted(set(state) - {"n_members", "size", "deterministic", "seed", "reduce_fn"})
         if unknown:
@@ -214,34 +232,53 @@ class EnsembleProgram(Module):
 
 
 def _check_size(size: Any, n: int | None = None) -> None:
+    problem = _size_problem(size, n)
+    if problem:
+        raise OptimizerError(f"Ensemble: {problem}")
+
+
+def _size_problem(size: Any, n: int | None = None) -> str | None:
     if size is None:
-        return
+        return None
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise OptimizerError(f"Ensemble: size must be a positive integer or None (all members), got {size!r}")
+        return f"size must be a positive integer or None (all members), got {size!r}"
     if n is not None and size > n:
-        raise OptimizerError(f"Ensemble: size={size} but there are only {n} programs")
+        return f"size={size} but there are only {n} programs"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------
 # the optimizer
 
-class Ensemble(honing.Optimizer):
+def _size(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    problem = _size_problem(value)
+    if problem:
+        raise InvalidSetting(problem)
+
+
+def _reducer(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(value):
+        raise InvalidSetting(f"{attribute.name} must be callable (list of predictions -> prediction) or "
+                             f"None, got {type(value).__name__}")
+
+
+class Ensemble(Optimizer):
     """Combine several programs into one that runs them all (or a seeded subset) and votes."""
 
     requires_metric = False
     requires_labels = False
 
-    def __init__(self, reduce_fn: Reducer | None = majority, *, size: int | None = None, deterministic: bool = False,
-                 seed: int = 0, metric: Callable[..., Any] | None = None, num_threads: int | None = None,
-                 select: bool = True) -> None:
+    @attrs.frozen
+    class Settings:
         """
         :param reduce_fn: turns the members' predictions into one (default: `majority`, a vote per
-            output field); None returns the list.
+            output field); None returns the list. Recorded by its name.
         :param size: members run per call (a seeded random subset); None runs all of them.
         :param deterministic: with `size`, use the same subset on every call.
         :param seed: seeds the subset draws.
         :param metric: optional; with a valset, compile scores every member and the ensemble and records
             them (the record's `score` is the ensemble's).
+        :param num_threads: threads scoring each member on the valset (default: the configured number).
         :param select: with a metric and a valset (and `size` None), keep the combination of members whose
             vote scores best on the valset, ties going to fewer members (each costs a call per
             prediction). The combinations are scored from the members' recorded predictions, so choosing
@@ -249,20 +286,18 @@ class Ensemble(honing.Optimizer):
             below its best member on the valset (a vote can: two candidates that share a mistake outvote
             the one that gets it right). False keeps every member.
         """
-        if reduce_fn is not None and not callable(reduce_fn):
-            raise OptimizerError(f"Ensemble: reduce_fn must be callable (list of predictions -> prediction) or None, "
-                                 f"got {type(reduce_fn).__name__}")
-        _check_size(size)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise OptimizerError(f"Ensemble: seed must be an integer, got {seed!r}")
-        super().__init__(metric, reduce_fn=reducer_name(reduce_fn), size=size, deterministic=bool(deterministic),
-                         seed=seed, select=bool(select))
-        self.reduce_fn = reduce_fn
-        self.size = size
-        self.deterministic = bool(deterministic)
-        self.num_threads = num_threads
-        self.select = bool(select)
-        self._trainset_given = False
+
+        reduce_fn: Reducer | None = setting(majority, check=_reducer)
+        size: int | None = setting(None, check=_size, kw_only=True)
+        deterministic: bool = setting(False, converter=bool, kw_only=True)
+        seed: int = setting(0, check=integer, kw_only=True)
+        metric: Any = setting(None, kw_only=True, recorded=False)
+        num_threads: int | None = setting(None, kw_only=True, recorded=False)
+        select: bool = setting(True, converter=bool, kw_only=True)
+
+    def record_parameters(self) -> dict[str, Any]:
+        """The settings, with the reducer recorded by its name."""
+        return {**super().record_parameters(), "reduce_fn": reducer_name(self.settings.reduce_fn)}
 
     def compile(self, programs: Sequence[Module] | EnsembleProgram, *,  # type: ignore[override]
                 trainset: Sequence[Example] | None = None, valset: Sequence[Example] | None = None,
@@ -270,15 +305,23 @@ class Ensemble(honing.Optimizer):
         """One `EnsembleProgram` of copies of `programs` (a list of programs, or an EnsembleProgram whose
         members to re-ensemble). `trainset` is optional and only checked; with a metric, `valset` is
         used to score the members and the ensemble. The programs are left untouched."""
+        return super().compile(programs, trainset=trainset,  # type: ignore[arg-type]
+                               valset=valset, teacher=teacher, **kwargs)
+
+    def compile_run(self, programs: Sequence[Module] | EnsembleProgram, *,  # type: ignore[override]
+                    trainset: Sequence[Example] | None = None, valset: Sequence[Example] | None = None,
+                    teacher: Module | None = None, **kwargs: Any) -> CompileRun:
         members = self._members(programs)
         if teacher is not None:
             raise OptimizerError("Ensemble.compile takes no teacher")
-        _check_size(self.size, len(members))
-        student = EnsembleProgram([m.deepcopy() for m in members], reduce_fn=self.reduce_fn, size=self.size,
-                                  deterministic=self.deterministic, seed=self.seed)
-        self._trainset_given = trainset is not None
-        return super().compile(student, trainset=trainset if trainset is not None else [], valset=valset,
-                               teacher=None, **kwargs)
+        s = self.settings
+        _check_size(s.size, len(members))
+        if trainset is not None:
+            check_examples(members[0], trainset, "trainset", labels=False)
+        student = EnsembleProgram([m.deepcopy() for m in members], reduce_fn=s.reduce_fn, size=s.size,
+                                  deterministic=s.deterministic, seed=s.seed)
+        return super().compile_run(student, trainset=trainset if trainset is not None else [], valset=valset,
+                                   teacher=None, **kwargs)
 
     def _members(self, programs: Any) -> list[Module]:
         if isinstance(programs, EnsembleProgram):
@@ -301,85 +344,82 @@ class Ensemble(honing.Optimizer):
         known = [(i, sorted(x)) for i, x in enumerate(inputs) if x is not None]
         for i, names in known[1:]:
             if names != known[0][1]:
-                raise OptimizerError(f"Ensemble.compile: programs[{i}] takes inputs {names}, programs[{known[0][0]}] "
-                                     f"takes {known[0][1]}; members must take the same inputs")
+                raise OptimizerError(f"Ensemble.compile: programs[{i}] takes inputs {names}, "
+                                     f"programs[{known[0][0]}] takes {known[0][1]}; members must take the "
+                                     "same inputs")
         return members
 
     def validate(self, student: Module, trainset: Sequence[Example], valset: Sequence[Example] | None,
                  teacher: Module | None) -> None:
-        member = student.members[0]  # type: ignore[attr-defined]
-        if self._trainset_given:
-            check_examples(member, trainset, "trainset", labels=False)
+        # the programs and the trainset were checked by compile_run, before the members were copied
         if valset is not None:
-            check_examples(member, valset, "valset", labels=self.metric is not None)
+            check_examples(student.members[0], valset, "valset",  # type: ignore[attr-defined]
+                           labels=self.metric is not None)
 
-    def optimize(self, program: Module, *, trainset: list[Example], valset: list[Example] | None,
-                 teacher: Module | None, run_dir: Any = None, resume: bool = False, **kwargs: Any) -> Module:
-        if kwargs:
-            raise TypeError(f"Ensemble.compile() got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
-        if self.metric is None or valset is None:
-            if run_dir is not None:
-                self.note("run_dir ignored: nothing is scored without a metric and a valset")
+    def optimize(self, program: Module, run: CompileRun) -> Module:
+        if self.metric is None or run.valset is None:
+            if run.log is not None:
+                run.note("run_dir ignored: nothing is scored without a metric and a valset")
             program.compile_record = OptimizerRecord(name=self.name)
             return program
-        return self._score(program, valset, run_dir, resume)
+        return self._score(program, run)  # type: ignore[arg-type]
 
-    def _score(self, program: Any, valset: list[Example], run_dir: Any, resume: bool) -> Module:
+    def _score(self, program: EnsembleProgram, run: CompileRun) -> Module:
         """Score each member, choose the members to keep, then score the ensemble (whose calls the LM
         cache serves by then: they are its members' calls)."""
-        from honing.optimizers.search import CandidateEvaluator
-        from honing.runs import RunLog
-
-        run_log = None
-        if run_dir is not None:
-            run_log = RunLog(run_dir, optimizer=self.name, parameters=self.record_parameters(), resume=resume)
-        selecting = self.select and self.size is None and self.reduce_fn is not None and len(program.members) > 1
-        evaluator = CandidateEvaluator(valset, self.metric, num_threads=self.num_threads,
-                                       run_log=run_log, event="candidate", keep_predictions=selecting)
+        s = self.settings
+        valset = run.valset
+        assert valset is not None and s.metric is not None
+        selecting = s.select and s.size is None and s.reduce_fn is not None and len(program.members) > 1
+        evaluator = CandidateEvaluator(valset, s.metric, num_threads=s.num_threads, run_log=run.log,
+                                       event="candidate", keep_predictions=selecting)
         results = []
         try:
             for i, member in enumerate(program.members):
                 result = evaluator.evaluate(f"member_{i}", member, {"member": i})
                 if selecting and result.from_log:  # a resumed run logged the score, not the predictions
-                    result = CandidateEvaluator(valset, self.metric, num_threads=self.num_threads,
-                                                keep_predictions=True).evaluate(f"member_{i}", member, {"member": i})
+                    rescorer = CandidateEvaluator(valset, s.metric, num_threads=s.num_threads,
+                                                  keep_predictions=True)
+                    result = rescorer.evaluate(f"member_{i}", member, {"member": i})
                 results.append(result)
             kept = list(range(len(results)))
             if selecting:
-                kept = self._select(results, valset)
+                kept = self._select(run, results, valset)
                 program.members = [program.members[i] for i in kept]
             whole = evaluator.evaluate("ensemble", program, {"ensemble": True, "members": kept})
         except BudgetExceeded:
             # the ensemble itself is complete; only its scoring was cut short
-            self.note(f"the budget ran out while scoring ({len(results)} of {len(program.members)} members "
-                      "scored); the ensemble is returned unscored")
+            run.note(f"the budget ran out while scoring ({len(results)} of {len(program.members)} members "
+                     "scored); the ensemble is returned unscored")
             program.compile_record = OptimizerRecord(
                 name=self.name, scores={r.key: round(r.score, 6) for r in results},
                 candidates=tuple(r.summary() for r in results), budget_limited=True)
             return program
         best = max(results, key=lambda r: r.score)
         if whole.score < best.score:
-            self.note(f"the ensemble scores {whole.score:.3f}, below its best member ({best.key}: {best.score:.3f})")
+            run.note(f"the ensemble scores {whole.score:.3f}, below its best member "
+                     f"({best.key}: {best.score:.3f})")
         program.compile_record = OptimizerRecord(
             name=self.name, score=whole.score, scores={r.key: round(r.score, 6) for r in [*results, whole]},
             candidates=tuple(r.summary() for r in [*results, whole]),
             errors=sum(r.n_errors for r in [*results, whole]))
-        if run_log is not None:
-            run_log.finish(summary={"score": whole.score, "best_member": best.key, "best_member_score": best.score,
-                                    "members_kept": kept},
+        if run.log is not None:
+            run.log.finish(summary={"score": whole.score, "best_member": best.key,
+                                    "best_member_score": best.score, "members_kept": kept},
                            points=[(r.key, r.score) for r in [*results, whole]],
                            title=f"Ensemble of {len(program.members)}: {whole.score:.3f}")
         return program
 
-    def _select(self, results: list[Any], valset: list[Example]) -> list[int]:
+    def _select(self, run: CompileRun, results: list[Any], valset: list[Example]) -> list[int]:
         """The member indices (in member order) whose vote scores best on the valset; ties go to fewer
         members (each is one more LM call per prediction), then to the earlier combination. Tries every
         combination up to `EXHAUSTIVE_UP_TO` members; above that, each step of a greedy forward
         selection that starts from the best member and adds the most helpful one until all are in."""
         n = len(results)
+        reduce_fn, metric = self.settings.reduce_fn, self.settings.metric
 
         def score(subset: tuple[int, ...]) -> float:
-            return _vote_score(self.reduce_fn, self.metric, valset, [results[i].predictions for i in subset])
+            return _vote_score(reduce_fn, metric, valset, [results[i].predictions for i in subset])
 
         if n <= EXHAUSTIVE_UP_TO:
             subsets = [c for size in range(1, n + 1) for c in itertools.combinations(range(n), size)]
@@ -395,9 +435,9 @@ class Ensemble(honing.Optimizer):
             best_score, _, chosen = max((s, -len(c), c) for s, c in path)
         every = score(tuple(range(n)))
         if len(chosen) < n:
-            self.note(f"kept members {', '.join(map(str, chosen))} of {n}: their vote scores {best_score:.3f} on the "
-                      f"valset, all {n} together {every:.3f}, the best member alone "
-                      f"{max(r.score for r in results):.3f} (select=False keeps every member)")
+            run.note(f"kept members {', '.join(map(str, chosen))} of {n}: their vote scores {best_score:.3f} "
+                     f"on the valset, all {n} together {every:.3f}, the best member alone "
+                     f"{max(r.score for r in results):.3f} (select=False keeps every member)")
         return list(chosen)
 
 
@@ -409,8 +449,6 @@ def _vote_score(reduce_fn: Reducer, metric: Callable[..., Any], valset: list[Exa
                 member_predictions: list[Sequence[Any]]) -> float:
     """The valset score of the reduced vote of some members' recorded predictions (None = that member
     failed on the example; an example no member answered, or whose reduction or metric fails, scores 0)."""
-    from honing.evaluate import metric_score
-
     total = 0.0
     for j, example in enumerate(valset):
         votes = [predictions[j] for predictions in member_predictions if predictions[j] is not None]

@@ -9,24 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import honing
-from honing.adapters import TranscriptAdapter
 
+from honing_finetune.compact_adapter import CompactTranscriptAdapter
 from honing_finetune.optimizer import BootstrapFinetune
 
 __all__ = ["BootstrapFinetune", "CompactTranscriptAdapter"]
-
-
-class CompactTranscriptAdapter(TranscriptAdapter):
-    """The transcript adapter without the header line listing a closed field's allowed values.
-
-    A model fine-tuned on its label set does not need the list (choice scoring still admits only those
-    values), so its prompts are shorter: ``BootstrapFinetune(adapter="transcript_compact")``.
-    """
-
-    name = "transcript_compact"
-
-    def __init__(self) -> None:
-        super().__init__(list_choices=False)
 
 
 @honing.hookimpl

@@ -29,14 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from honing import settings, tracing
-from honing.adapters.base import Adapter
-from honing.adapters.parsing import render_value
-from honing.data import Example
-from honing.errors import BudgetExceeded, ConfigurationError, OptimizerError, TooManyErrors
-from honing.evaluate import metric_score
-from honing.modules import Module, Predict, named_calls
-from honing.signatures import Signature
+from honing.plugin_api import (
+    Adapter,
+    BudgetExceeded,
+    ConfigurationError,
+    Example,
+    Module,
+    OptimizerError,
+    Predict,
+    Signature,
+    TooManyErrors,
+    metric_score,
+    named_calls,
+    render_value,
+    settings,
+    tracing,
+)
 
 CHAT_FILE = "train.chat.jsonl"
 PROMPT_FILE = "train.prompt.jsonl"
@@ -167,13 +175,15 @@ def chat_reply(adapter: Adapter, signature: type[Signature], inputs: Mapping[str
     messages = list(request.messages or ())
     turns = [m for m in messages[:-1] if m["role"] == "assistant"]
     if request.messages is None or not turns:
-        raise OptimizerError(f"BootstrapFinetune cannot make training data with the {adapter_label(adapter)!r} "
-                             "adapter: it neither renders a prompt nor shows demos as assistant turns")
+        raise OptimizerError(f"BootstrapFinetune cannot make training data with the "
+                             f"{adapter_label(adapter)!r} adapter: it neither renders a prompt nor shows "
+                             "demos as assistant turns")
     return turns[-1]["content"]
 
 
 def make_example(adapter: Adapter, predictor: Predict, name: str, record: tracing.TraceRecord, index: int, *,
-                 exclude_demos: bool, chat_template: Callable[[Sequence[Mapping[str, str]]], str] | None = None,
+                 exclude_demos: bool,
+                 chat_template: Callable[[Sequence[Mapping[str, str]]], str] | None = None,
                  end_of_turn: str = "") -> TrainingExample:
     """The training example for one traced call of `predictor` (the student's, whose signature and demos
     the prompt uses). `chat_template` renders messages as the target model's prompt (local training with
@@ -199,8 +209,8 @@ def make_example(adapter: Adapter, predictor: Predict, name: str, record: tracin
     reply = chat_reply(adapter, signature, inputs, outputs)
     messages = (*request.messages, {"role": "assistant", "content": reply})
     if chat_template is not None:
-        return TrainingExample(name, index, label, messages, chat_template(request.messages), reply + end_of_turn,
-                               kind="chat")
+        return TrainingExample(name, index, label, messages, chat_template(request.messages),
+                               reply + end_of_turn, kind="chat")
     prompt = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in request.messages) + "<|assistant|>\n"
     return TrainingExample(name, index, label, messages, prompt, reply, kind="rendered")
 

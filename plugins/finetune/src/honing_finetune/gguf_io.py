@@ -230,7 +230,8 @@ def write_gguf(base: BaseModel, weights: dict[str, Any], path: str | os.PathLike
             if hf_name(name) == "lm_head.weight":
                 raise GGUFError("the model has an output tensor but no lm_head weight was given")
             raise GGUFError(f"no weight for tensor {name!r} ({hf_name(name)})")
-        values = new.detach().to("cpu").float().numpy() if hasattr(new, "detach") else np.asarray(new, np.float32)
+        values = (new.detach().to("cpu").float().numpy() if hasattr(new, "detach")
+                  else np.asarray(new, np.float32))
         original = reference[hf_name(name)].numpy() if reference is not None else base.array(name)
         if not force and np.array_equal(values, original):
             writer.add_tensor(name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)

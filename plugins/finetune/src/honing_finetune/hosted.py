@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from honing.errors import OptimizerError
-from honing.lm.client import import_litellm
+from honing.plugin_api import OptimizerError, import_litellm, scrub
 
 #: Providers whose fine-tuning API litellm drives.
 PROVIDERS = ("openai", "azure", "vertex_ai")
@@ -44,8 +43,6 @@ def credentials(lm: Any) -> dict[str, Any]:
 
 
 def _message(exc: BaseException, lm: Any) -> str:
-    from honing.lm.secrets import scrub
-
     secrets = [getattr(lm, "_api_key", None)]
     return scrub(f"{type(exc).__name__}: {exc}", [s for s in secrets if s is not None])
 
@@ -91,9 +88,10 @@ class HostedJob:
                 model=self.base_model, training_file=self.file_id, hyperparameters=self.hyperparameters(),
                 suffix=self.settings["suffix"] or None, seed=self.settings["seed"], **self._kwargs())
         except Exception as exc:  # noqa: BLE001
-            raise OptimizerError(f"BootstrapFinetune: creating the fine-tuning job for {self.target_lm.model!r} "
-                                 f"failed: {_message(exc, self.target_lm)} (uploaded file {self.file_id}; the "
-                                 f"training files are kept in {self.chat_file.parent})") from None
+            raise OptimizerError(f"BootstrapFinetune: creating the fine-tuning job for "
+                                 f"{self.target_lm.model!r} failed: {_message(exc, self.target_lm)} "
+                                 f"(uploaded file {self.file_id}; the training files are kept in "
+                                 f"{self.chat_file.parent})") from None
         self.job_id = job.id
         self.statuses.append(str(job.status))
         state = {"key": self.key, "file_id": self.file_id, "job_id": self.job_id}
@@ -139,10 +137,10 @@ class HostedJob:
                 waited = time.perf_counter() - self.started
                 if waited + interval > timeout:
                     raise OptimizerError(
-                        f"BootstrapFinetune: fine-tuning job {self.job_id} on {self.provider} is still {status!r} "
-                        f"after {waited:.0f} s (timeout {timeout:g} s). It may still finish: look it up with "
-                        f"litellm.retrieve_fine_tuning_job({self.job_id!r}); the training files are kept in "
-                        f"{self.chat_file.parent}")
+                        f"BootstrapFinetune: fine-tuning job {self.job_id} on {self.provider} is still "
+                        f"{status!r} after {waited:.0f} s (timeout {timeout:g} s). It may still finish: "
+                        f"look it up with litellm.retrieve_fine_tuning_job({self.job_id!r}); the training "
+                        f"files are kept in {self.chat_file.parent}")
                 sleep(interval)
         finally:
             bar.close()

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from honing.errors import OptimizerError
+from honing.plugin_api import OptimizerError, get_engine, json_safe
 
 from honing_finetune.checkpoint import ADAPTER_FILE, load_adapter, save_adapter
 from honing_finetune.data import TrainingExample
@@ -37,6 +37,9 @@ from honing_finetune.gguf_io import BaseModel, GGUFError, build_model, sha256_fi
 
 log = logging.getLogger("honing.optimizers")
 
+#: One LoRA is made and trained at a time in a process: its initialisation (and dropout) draw from torch's
+#: global RNG, which a training in another thread would disturb; and one training uses every core anyway.
+_training_lock = threading.Lock()
 _cache_lock = threading.Lock()
 _base_cache: dict[tuple[str, int, int], tuple[BaseModel, Any, dict[str, Any]]] = {}
 
@@ -126,7 +129,8 @@ def _plan_batches(n: int, settings: dict[str, Any]) -> tuple[list[list[list[int]
     return steps, steps_per_epoch
 
 
-def _batch(encoded: Sequence[tuple[list[int], int, bool]], indices: Sequence[int], pad_id: int) -> dict[str, Any]:
+def _batch(encoded: Sequence[tuple[list[int], int, bool]], indices: Sequence[int],
+           pad_id: int) -> dict[str, Any]:
     import torch
 
     rows = [encoded[i] for i in indices]
@@ -150,7 +154,8 @@ def _loss_sum(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     import torch
 
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = causal.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = causal.model(input_ids=batch["input_ids"],
+                          attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != -100
     logits = causal.lm_head(hidden[:, :-1][keep])
@@ -179,8 +184,8 @@ def lora_model(model: Any, settings: dict[str, Any]) -> Any:
 
     torch.manual_seed(settings["seed"])
     config = LoraConfig(r=settings["lora_rank"], lora_alpha=settings["lora_alpha"],
-                        lora_dropout=settings["lora_dropout"], target_modules=list(settings["target_modules"]),
-                        bias="none", task_type="CAUSAL_LM")
+                        lora_dropout=settings["lora_dropout"],
+                        target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM")
     try:
         with warnings.catch_warnings():
             # peft asks transformers for a property transformers has renamed
@@ -191,15 +196,16 @@ def lora_model(model: Any, settings: dict[str, Any]) -> Any:
         raise OptimizerError(f"BootstrapFinetune: cannot add LoRA adapters: {exc}") from None
 
 
-def train(model: Any, encoded: Sequence[tuple[list[int], int, bool]], settings: dict[str, Any], *, pad_id: int,
-          desc: str = "finetune") -> dict[str, Any]:
+def train(model: Any, encoded: Sequence[tuple[list[int], int, bool]], settings: dict[str, Any], *,
+          pad_id: int, desc: str = "finetune") -> dict[str, Any]:
     """Train `model` (a peft model) in place; returns the loss curve and counts."""
     import torch
     from tqdm.auto import tqdm
 
     steps, steps_per_epoch = _plan_batches(len(encoded), settings)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(settings["optimizer"], params, settings["learning_rate"], settings["weight_decay"])
+    optimizer = _make_optimizer(settings["optimizer"], params, settings["learning_rate"],
+                                settings["weight_decay"])
     warmup = round(settings["warmup_ratio"] * len(steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(len(steps), warmup))
     torch.manual_seed(settings["seed"])
@@ -260,8 +266,8 @@ def write_plot(path: Path, curve: list[list[float]], title: str) -> bool:
     ax.plot([p[0] for p in curve], [p[1] for p in curve], color="tab:blue", linewidth=1, label="step loss")
     if len(curve) >= 5:
         window = max(2, len(curve) // 20)
-        smooth = [sum(p[1] for p in curve[max(0, i - window + 1):i + 1]) / len(curve[max(0, i - window + 1):i + 1])
-                  for i in range(len(curve))]
+        windows = [curve[max(0, i - window + 1):i + 1] for i in range(len(curve))]
+        smooth = [sum(p[1] for p in points) / len(points) for points in windows]
         ax.plot([p[0] for p in curve], smooth, color="tab:orange", linewidth=2, label=f"mean of {window}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (answer tokens, nats/token)")
@@ -273,17 +279,15 @@ def write_plot(path: Path, curve: list[list[float]], title: str) -> bool:
     return True
 
 
-def train_local(*, base_path: Path, base_name: str, examples: Sequence[TrainingExample], settings: dict[str, Any],
-                out_dir: Path, models_dir: Path, data_sha256: str, desc: str = "finetune",
-                resume: bool = False) -> dict[str, Any]:
+def train_local(*, base_path: Path, base_name: str, examples: Sequence[TrainingExample],
+                settings: dict[str, Any], out_dir: Path, models_dir: Path, data_sha256: str,
+                desc: str = "finetune", resume: bool = False) -> dict[str, Any]:
     """Train, merge, write and check one local model. Returns what the record keeps about it, including
     ``"model"``: the name to use as ``local/<model>``.
 
     The adapter is saved in `out_dir` as soon as training ends (`checkpoint`); with `resume`, an adapter
     saved there for the same base, data and settings is loaded instead of training again. A failure after
     training says where the adapter is."""
-    from honing.lm.local import get_engine
-
     started = time.perf_counter()
     try:
         base, config, state = base_weights(base_path)
@@ -296,21 +300,22 @@ def train_local(*, base_path: Path, base_name: str, examples: Sequence[TrainingE
     answer_tokens = sum(len(ids) - n for ids, n, _ in encoded)
     loaded = time.perf_counter()
 
-    with warnings.catch_warnings():
-        # peft warns that a model without a `config.json` on disk may not be a known architecture
-        warnings.filterwarnings("ignore", message=r".*(Unable to fetch remote file|Could not find a config file)",
-                                category=UserWarning)
-        model = lora_model(build_model(config, state, copy=False), settings)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    key = {"base_sha256": sha256_file(base_path), "data_sha256": data_sha256, "settings": json_safe(settings)}
     pad_id = config.pad_token_id if config.pad_token_id is not None else (base.eos_token_id or 0)
-    key = {"base_sha256": sha256_file(base_path), "data_sha256": data_sha256, "settings": _jsonable(settings)}
-    result = load_adapter(model, out_dir, key) if resume else None
-    if result is None:
-        result = train(model, encoded, settings, pad_id=pad_id, desc=desc)
-        adapter = save_adapter(model, out_dir, key, result)
-    else:
-        adapter = out_dir / ADAPTER_FILE
-        result["reused_adapter"] = str(adapter)
+    with _training_lock:
+        with warnings.catch_warnings():
+            # peft warns that a model without a `config.json` on disk may not be a known architecture
+            warnings.filterwarnings("ignore", category=UserWarning,
+                                    message=r".*(Unable to fetch remote file|Could not find a config file)")
+            model = lora_model(build_model(config, state, copy=False), settings)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        result = load_adapter(model, out_dir, key) if resume else None
+        if result is None:
+            result = train(model, encoded, settings, pad_id=pad_id, desc=desc)
+            adapter = save_adapter(model, out_dir, key, result)
+        else:
+            adapter = out_dir / ADAPTER_FILE
+            result["reused_adapter"] = str(adapter)
     trained = time.perf_counter()
     try:
         return _serve(model, base, state, examples, encoded, settings, result, base_path=base_path,
@@ -327,9 +332,10 @@ def train_local(*, base_path: Path, base_name: str, examples: Sequence[TrainingE
 
 
 def _serve(model: Any, base: BaseModel, state: dict[str, Any], examples: Sequence[TrainingExample],
-           encoded: Sequence[tuple[list[int], int, bool]], settings: dict[str, Any], result: dict[str, Any], *,
-           base_path: Path, base_name: str, out_dir: Path, models_dir: Path, data_sha256: str,
-           counts: dict[str, int], times: tuple[float, float, float], key: dict[str, Any]) -> dict[str, Any]:
+           encoded: Sequence[tuple[list[int], int, bool]], settings: dict[str, Any],
+           result: dict[str, Any], *, base_path: Path, base_name: str, out_dir: Path, models_dir: Path,
+           data_sha256: str, counts: dict[str, int], times: tuple[float, float, float],
+           key: dict[str, Any]) -> dict[str, Any]:
     """Merge the trained adapter into the base weights, write the GGUF into `models_dir` under its content
     hash, check llama.cpp reads it as trained, and write the sidecar, loss.json and loss.png."""
     import torch
@@ -338,8 +344,9 @@ def _serve(model: Any, base: BaseModel, state: dict[str, Any], examples: Sequenc
     stem = model_stem(base_name)
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = models_dir / f".{stem}-ft.{os.getpid()}.{threading.get_ident()}.gguf.tmp"
-    metadata = {"general.name": f"{stem}-ft", "honing.base_model": base_name, "honing.data_sha256": data_sha256,
-                "honing.train_kwargs": json.dumps(_jsonable(settings), sort_keys=True)}
+    metadata = {"general.name": f"{stem}-ft", "honing.base_model": base_name,
+                "honing.data_sha256": data_sha256,
+                "honing.train_kwargs": json.dumps(json_safe(settings), sort_keys=True)}
     with torch.no_grad():
         digest = write_gguf(base, merged_state(model), tmp, tensor_type=settings["tensor_type"],
                             metadata=metadata, reference=state)
@@ -361,13 +368,14 @@ def _serve(model: Any, base: BaseModel, state: dict[str, Any], examples: Sequenc
         "base_path": str(base_path),
         "base_sha256": key["base_sha256"],
         **counts,
-        "hyperparameters": _jsonable(settings),
+        "hyperparameters": json_safe(settings),
         **result,
         "roundtrip": roundtrip,
         "seconds": {"load": round(loaded - started, 2), "train": round(trained - loaded, 2),
                     "write": round(written - trained, 2), "total": round(time.perf_counter() - started, 2)},
     }
-    sidecar = {k: info[k] for k in ("model", "sha256", "base_model", "base_sha256", "examples", "hyperparameters")}
+    sidecar = {k: info[k]
+               for k in ("model", "sha256", "base_model", "base_sha256", "examples", "hyperparameters")}
     sidecar["data_sha256"] = data_sha256
     sidecar["created_by"] = "honing-finetune BootstrapFinetune"
     (models_dir / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
@@ -380,8 +388,6 @@ def _serve(model: Any, base: BaseModel, state: dict[str, Any], examples: Sequenc
 def check_roundtrip(model: Any, path: Path, examples: Sequence[TrainingExample],
                     encoded: Sequence[tuple[list[int], int, bool]]) -> dict[str, Any]:
     """llama.cpp's log-likelihood of a few answers on the written GGUF next to the torch model's."""
-    from honing.lm.local import get_engine
-
     engine = get_engine(path)
     deltas = []
     for example, (ids, n_prompt, truncated) in zip(examples, encoded):
@@ -400,11 +406,3 @@ def check_roundtrip(model: Any, path: Path, examples: Sequence[TrainingExample],
     return {"examples": len(deltas), "max_abs_logprob_delta": round(worst, 4),
             "torch_logprob": round(sum(a for a, _ in deltas) / len(deltas), 4),
             "llama_cpp_logprob": round(sum(b for _, b in deltas) / len(deltas), 4)}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

@@ -29,24 +29,43 @@ non-multitask data is matched by predictor name, and any adapter that renders pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import logging
 import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
-import honing
-from honing import settings as hn_settings
-from honing.adapters import Adapter, resolve_adapter
-from honing.data import Example
-from honing.errors import ConfigurationError, OptimizerError
-from honing.modules import Module, Predict
-from honing.optimizers.base import check_examples
-from honing.optimizers.record import OptimizerRecord
+from honing.plugin_api import (
+    LM,
+    Adapter,
+    CompileRun,
+    ConfigurationError,
+    InvalidSetting,
+    Module,
+    Optimizer,
+    OptimizerError,
+    OptimizerRecord,
+    Predict,
+    adapter_registry,
+    check_examples,
+    count,
+    default_cache_dir,
+    get_engine,
+    integer,
+    json_safe,
+    local_model_name,
+    metric_callable,
+    models_dir,
+    resolve_adapter,
+    resolve_model_path,
+    setting,
+)
+from honing.plugin_api import settings as configured  # the hn.configure(...) in effect
 
 from honing_finetune import options
 from honing_finetune.data import (
@@ -60,12 +79,36 @@ from honing_finetune.data import (
     write_jsonl,
 )
 
-log = logging.getLogger("honing.optimizers")
-
 SUMMARY = "summary.json"
 RESULT = "result.json"
 #: At most this many points of a loss curve go into the compile record (loss.json has them all).
 RECORD_CURVE_POINTS = 100
+
+
+# ----------------------------------------------------------------------------------------------------
+# the checks of its settings (the constructor prefixes "BootstrapFinetune: ")
+
+
+def _target(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    named = isinstance(value, str) or isinstance(getattr(value, "model", None), str)
+    if value is not None and not named:
+        raise InvalidSetting(f"{attribute.name} must be a model name such as 'local/smollm2-135m' or "
+                             f"'openai/gpt-4o-mini-2024-07-18', or an hn.LM; got {type(value).__name__}")
+    if isinstance(value, str) and "/" not in value:
+        raise InvalidSetting(f"{attribute.name} {value!r} needs a provider prefix, e.g. 'local/{value}' or "
+                             f"'openai/{value}'")
+
+
+def _adapter(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None or isinstance(value, Adapter):
+        return
+    if not isinstance(value, str):
+        raise InvalidSetting(f"{attribute.name} must be an adapter name such as 'transcript' or an Adapter, "
+                             f"got {type(value).__name__}")
+    try:
+        adapter_registry().get(value)
+    except Exception as exc:  # noqa: BLE001 - an unknown name; the registry's message names the known ones
+        raise InvalidSetting(f"unknown {attribute.name} {value!r}: {exc}") from None
 
 
 @attrs.define
@@ -85,21 +128,8 @@ class Job:
     result: dict[str, Any] = attrs.Factory(dict)
 
 
-class BootstrapFinetune(honing.Optimizer):
+class BootstrapFinetune(Optimizer):
     """Fine-tune the student's LM on a teacher's passing traces (LoRA on the local model, or a hosted job).
-
-    - `metric`: keeps the teacher runs it passes (all runs when None; then the trainset needs no labels).
-    - `train_kwargs`: local LoRA takes `epochs` (3), `learning_rate` (1e-3), `optimizer` ("adamw", "adam",
-      "sgd"), `batch_size` (8), `gradient_accumulation_steps` (1), `lora_rank` (16), `lora_alpha` (32),
-      `lora_dropout`, `target_modules`, `weight_decay`, `warmup_ratio` (0.1), `max_steps`, `max_length`,
-      `tensor_type` ("q8_0", "f16", "f32") and `seed`; hosted jobs take `epochs`, `batch_size`,
-      `learning_rate_multiplier`, `suffix`, `seed`, `timeout` and `poll_interval` (seconds).
-      Unknown keys, and keys of the other backend, are errors naming them.
-    - `target`: what to train (see the module docstring); None trains each predictor's own LM.
-    - `multitask`: one model per LM for all its predictors (else one per predictor).
-    - `exclude_demos`: train (and then run) without the student's demos.
-    - `num_threads`: teacher runs at a time; `seed`: data order, LoRA initialisation, batches.
-    - `adapter`: the adapter the data is formatted for and the predictors then use (default: theirs).
 
     ``compile(student, trainset=..., teacher=None, run_dir=None, resume=False)``: `run_dir` receives the
     data, loss curve and summary (default: ``<honing cache dir>/finetune/<digest>``); `resume` reuses a
@@ -108,77 +138,83 @@ class BootstrapFinetune(honing.Optimizer):
 
     requires_labels = False
 
-    def __init__(self, metric: Callable[..., Any] | None = None, train_kwargs: dict[str, Any] | None = None,
-                 target: Any = None, multitask: bool = True, exclude_demos: bool = False, num_threads: int = 1,
-                 seed: int = 0, adapter: Any = None) -> None:
-        checked = options.check_train_kwargs(train_kwargs)
-        if adapter is not None and not isinstance(adapter, (str, Adapter)):
-            raise OptimizerError(f"BootstrapFinetune: adapter must be an adapter name such as 'transcript' or an "
-                                 f"Adapter, got {type(adapter).__name__}")
-        if isinstance(adapter, str):
-            from honing.plugins.registry import adapter_registry
+    @attrs.frozen
+    class Settings:
+        """
+        :param metric: keeps the teacher runs it passes (all runs when None; then the trainset needs no
+            labels).
+        :param train_kwargs: local LoRA takes `epochs` (3), `learning_rate` (1e-3), `optimizer` ("adamw",
+            "adam", "sgd"), `batch_size` (8), `gradient_accumulation_steps` (1), `lora_rank` (16),
+            `lora_alpha` (32), `lora_dropout`, `target_modules`, `weight_decay`, `warmup_ratio` (0.1),
+            `max_steps`, `max_length`, `tensor_type` ("q8_0", "f16", "f32") and `seed`; hosted jobs take
+            `epochs`, `batch_size`, `learning_rate_multiplier`, `suffix`, `seed`, `timeout` and
+            `poll_interval` (seconds). Unknown keys, and keys of the other backend, are errors naming them.
+        :param target: what to train (see the module docstring); None trains each predictor's own LM.
+        :param multitask: one model per LM for all its predictors (else one per predictor).
+        :param exclude_demos: train (and then run) without the student's demos.
+        :param num_threads: teacher runs at a time.
+        :param seed: data order, LoRA initialisation, batches.
+        :param adapter: the adapter the data is formatted for and the predictors then use (default: theirs).
+        """
 
-            try:
-                adapter_registry().get(adapter)
-            except Exception as exc:  # noqa: BLE001 - an unknown name; the registry's message names the known ones
-                raise OptimizerError(f"BootstrapFinetune: unknown adapter {adapter!r}: {exc}") from None
-        if target is not None and not isinstance(target, str) and not isinstance(getattr(target, "model", None), str):
-            raise OptimizerError(f"BootstrapFinetune: target must be a model name such as 'local/smollm2-135m' or "
-                                 f"'openai/gpt-4o-mini-2024-07-18', or an hn.LM; got {type(target).__name__}")
-        if isinstance(target, str) and "/" not in target:
-            raise OptimizerError(f"BootstrapFinetune: target {target!r} needs a provider prefix, e.g. "
-                                 f"'local/{target}' or 'openai/{target}'")
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise OptimizerError(f"BootstrapFinetune: num_threads must be a positive integer, got {num_threads!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise OptimizerError(f"BootstrapFinetune: seed must be an integer, got {seed!r}")
-        super().__init__(metric, train_kwargs=checked, target=target, multitask=bool(multitask),
-                         exclude_demos=bool(exclude_demos), num_threads=num_threads, seed=seed,
-                         adapter=adapter if adapter is None or isinstance(adapter, str) else adapter_label(adapter))
-        self.adapter = adapter
-        self.train_kwargs = checked
-        self.target = target
-        self.multitask = bool(multitask)
-        self.exclude_demos = bool(exclude_demos)
-        self.num_threads = num_threads
+        metric: Any = setting(None, check=metric_callable, recorded=False)
+        train_kwargs: dict[str, Any] = setting(None, converter=options.check_train_kwargs)
+        target: Any = setting(None, check=_target)
+        multitask: bool = setting(True, converter=bool)
+        exclude_demos: bool = setting(False, converter=bool)
+        num_threads: int = setting(1, check=count(minimum=1, wording="a positive integer"), run_neutral=True)
+        seed: int = setting(0, check=integer)
+        adapter: Any = setting(None, check=_adapter)
+
+    def record_parameters(self) -> dict[str, Any]:
+        # an Adapter object is recorded by its name, like an adapter given by name
+        adapter = self.settings.adapter
+        return {**super().record_parameters(),
+                "adapter": adapter_label(adapter) if isinstance(adapter, Adapter) else adapter}
+
+    def run_parameters(self) -> dict[str, Any]:
+        # how long to wait for a hosted job does not change what it trains: resuming with a longer timeout
+        # is the point of resuming a job that timed out
+        parameters = super().run_parameters()
+        parameters["train_kwargs"] = {k: v for k, v in parameters["train_kwargs"].items()
+                                      if k not in options.WAITING}
+        return parameters
 
     # -- the compile ----------------------------------------------------------------------------------
-    def optimize(self, program: Module, *, trainset: list[Example], valset: list[Example] | None,
-                 teacher: Module | None, run_dir: str | Path | None = None, resume: bool = False,
-                 **kwargs: Any) -> Module:
-        if kwargs:
-            raise OptimizerError(f"BootstrapFinetune.compile got unexpected argument(s) {', '.join(sorted(kwargs))}; "
-                                 "it takes trainset, valset, teacher, run_dir and resume")
-        if self.metric is not None:
-            check_examples(program, trainset, "trainset", labels=True)
-        if valset is not None:
-            self.note("the valset is not used: BootstrapFinetune trains on the trainset's passing traces")
+    def optimize(self, program: Module, run: CompileRun) -> Module:
+        s = self.settings
+        if s.metric is not None:
+            check_examples(program, run.trainset, "trainset", labels=True)
+        if run.valset is not None:
+            run.note("the valset is not used: BootstrapFinetune trains on the trainset's passing traces")
         jobs = self.plan(program)
-        runner = teacher if teacher is not None else program
-        traces = collect_traces(runner, trainset, self.metric, num_threads=self.num_threads,
-                                max_errors=hn_settings.current().max_errors)
+        runner = run.teacher if run.teacher is not None else program
+        traces = collect_traces(runner, run.trainset, s.metric, num_threads=s.num_threads,
+                                max_errors=configured.current().max_errors)
         if not traces.passed:
             raise OptimizerError(
-                f"BootstrapFinetune: no teacher run passed the metric, so there is nothing to train on: tried "
-                f"{traces.tried} trainset examples ({traces.summary()}). Check the teacher and the metric, give "
-                "a stronger teacher (e.g. the student compiled with few-shot demos), or pass metric=None to "
-                "train on every run")
-        self.note(f"teacher: {traces.summary()}")
+                f"BootstrapFinetune: no teacher run passed the metric, so there is nothing to train on: "
+                f"tried {traces.tried} trainset examples ({traces.summary()}). Check the teacher and the "
+                "metric, give a stronger teacher (e.g. the student compiled with few-shot demos), or pass "
+                "metric=None to train on every run")
+        run.note(f"teacher: {traces.summary()}")
         for job in jobs:
             job.examples = self.examples_for(job, traces)
-        directory = Path(run_dir) if run_dir is not None else self.default_run_dir(jobs)
-        directory.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        for job in jobs:
-            job.examples = shuffled(job.examples, job.settings["seed"])
-            job.data = write_jsonl(job.examples, directory / job.key)
-        self.train(jobs, directory, resume=resume)
-        self.install(program, jobs)
-        candidates = tuple(self.summarize(job) for job in jobs)
-        summary = {"optimizer": self.name, "parameters": self.record_parameters(), "teacher": traces.summary(),
-                   "jobs": [{**job.result, "key": job.key, "data": job.data} for job in jobs],
-                   "seconds": round(time.perf_counter() - started, 2)}
-        (directory / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        directory = run.log.dir if run.log is not None else self.default_run_dir(jobs)
+        with _writing_into(directory):
+            started = time.perf_counter()
+            for job in jobs:
+                job.examples = shuffled(job.examples, job.settings["seed"])
+                job.data = write_jsonl(job.examples, directory / job.key)
+            self.train(jobs, directory, run)
+            self.install(program, jobs, run)
+            candidates = tuple(self.summarize(job) for job in jobs)
+            summary = {"optimizer": self.name, "parameters": self.record_parameters(),
+                       "teacher": traces.summary(),
+                       "jobs": [{**job.result, "key": job.key, "data": job.data} for job in jobs],
+                       "seconds": round(time.perf_counter() - started, 2)}
+            (directory / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n",
+                                             encoding="utf-8")
         program.compile_record = OptimizerRecord(name=self.name, candidates=candidates,
                                                  errors=len(traces.errors))
         return program
@@ -186,26 +222,27 @@ class BootstrapFinetune(honing.Optimizer):
     # -- planning -------------------------------------------------------------------------------------
     def plan(self, program: Module) -> list[Job]:
         """Group the student's predictors into training jobs and check each job can run, before any call."""
-        current = hn_settings.current()
+        s = self.settings
+        current = configured.current()
         target = self._target_lm()
         groups: dict[tuple[str, ...], list[tuple[str, Predict]]] = {}
         targets: dict[tuple[str, ...], Any] = {}
         for name, predictor in program.named_predictors():
             lm = predictor.lm or current.lm
             if lm is None and target is None:
-                raise OptimizerError(f"BootstrapFinetune: predictor {name!r} has no LM and none is configured; "
-                                     "set predictor.lm, hn.configure(lm=...), or pass target=")
+                raise OptimizerError(f"BootstrapFinetune: predictor {name!r} has no LM and none is "
+                                     "configured; set predictor.lm, hn.configure(lm=...), or pass target=")
             goal = target if target is not None else lm
-            key = _lm_key(goal) + (() if self.multitask else (name,))
+            key = _lm_key(goal) + (() if s.multitask else (name,))
             groups.setdefault(key, []).append((name, predictor))
             targets[key] = goal
         jobs = []
         for i, (key, members) in enumerate(groups.items()):
             goal = targets[key]
             backend = _backend(goal)
-            label = _slug(goal.model) + ("" if self.multitask else "-" + _slug(members[0][0]))
-            settings = options.resolve(self.train_kwargs, backend, goal.model, self.seed)
-            adapters = {name: resolve_adapter(self.adapter or p.adapter or current.adapter, goal)
+            label = _slug(goal.model) + ("" if s.multitask else "-" + _slug(members[0][0]))
+            settings = options.resolve(s.train_kwargs, backend, goal.model, s.seed)
+            adapters = {name: resolve_adapter(s.adapter or p.adapter or current.adapter, goal)
                         for name, p in members}
             job = Job(f"{i}-{label}", goal, backend, members, adapters, settings)
             if backend == "local":
@@ -214,38 +251,35 @@ class BootstrapFinetune(honing.Optimizer):
         return jobs
 
     def _target_lm(self) -> Any:
-        if self.target is None or not isinstance(self.target, str):
-            return self.target
+        target = self.settings.target
+        if target is None or not isinstance(target, str):
+            return target
         try:
-            return honing.LM(self.target)
+            return LM(target)
         except ConfigurationError as exc:
-            raise OptimizerError(f"BootstrapFinetune: bad target {self.target!r}: {exc}") from None
+            raise OptimizerError(f"BootstrapFinetune: bad target {target!r}: {exc}") from None
 
     def _check_local(self, job: Job) -> None:
-        from honing.lm.local import local_model_name, resolve_model_path
-
+        from honing_finetune.gguf_io import GGUFError
         from honing_finetune.lora import base_weights
 
         job.base_name = local_model_name(job.target_lm.model)
         try:
             job.base_path = resolve_model_path(job.base_name)
         except ConfigurationError as exc:
-            raise OptimizerError(f"BootstrapFinetune: local training needs the base model as a local GGUF file: "
-                                 f"{exc}") from None
+            raise OptimizerError(f"BootstrapFinetune: local training needs the base model as a local GGUF "
+                                 f"file: {exc}") from None
         with job.base_path.open("rb") as handle:
             if handle.read(4) != b"GGUF":
                 raise OptimizerError(f"BootstrapFinetune: local training needs a GGUF base model; "
                                      f"{str(job.base_path)!r} is not a GGUF file")
-        from honing_finetune.gguf_io import GGUFError
-
         try:
             base_weights(job.base_path)  # read once now: a model that cannot be trained fails before any call
         except GGUFError as exc:
-            raise OptimizerError(f"BootstrapFinetune: cannot train {job.base_name!r} locally: {exc}") from None
+            raise OptimizerError(f"BootstrapFinetune: cannot train {job.base_name!r} locally: "
+                                 f"{exc}") from None
         for name, adapter in job.adapters.items():
             if not is_prompt_adapter(adapter):
-                from honing.lm.local import get_engine
-
                 engine = get_engine(job.base_path)
                 try:
                     engine.render_chat([{"role": "user", "content": "x"}])
@@ -258,8 +292,6 @@ class BootstrapFinetune(honing.Optimizer):
     def examples_for(self, job: Job, traces: Traces) -> list[TrainingExample]:
         template = end = None
         if job.backend == "local" and not all(is_prompt_adapter(a) for a in job.adapters.values()):
-            from honing.lm.local import get_engine
-
             from honing_finetune.lora import base_weights
 
             assert job.base_path is not None
@@ -274,10 +306,10 @@ class BootstrapFinetune(honing.Optimizer):
                 if predictor is None:
                     continue
                 adapter = job.adapters[record.predictor_name]
+                chat_template = template if not is_prompt_adapter(adapter) else None
                 examples.append(make_example(adapter, predictor, record.predictor_name, record, run.index,
-                                             exclude_demos=self.exclude_demos,
-                                             chat_template=template if not is_prompt_adapter(adapter) else None,
-                                             end_of_turn=end or ""))
+                                             exclude_demos=self.settings.exclude_demos,
+                                             chat_template=chat_template, end_of_turn=end or ""))
         if not examples:
             names = ", ".join(repr(n) for n, _ in job.predictors)
             raise OptimizerError(f"BootstrapFinetune: no passing teacher run called predictor(s) {names}; "
@@ -287,8 +319,6 @@ class BootstrapFinetune(honing.Optimizer):
     def default_run_dir(self, jobs: Sequence[Job]) -> Path:
         """``<honing cache dir>/finetune/<digest>``: the digest of the settings and data, so the same compile
         always writes to the same place (and a different one never overwrites it)."""
-        from honing.lm.cache import default_cache_dir
-
         h = hashlib.sha256(json.dumps(self.record_parameters(), sort_keys=True, default=str).encode())
         for job in jobs:
             h.update(job.key.encode())
@@ -297,54 +327,54 @@ class BootstrapFinetune(honing.Optimizer):
         return default_cache_dir() / "finetune" / h.hexdigest()[:16]
 
     # -- training -------------------------------------------------------------------------------------
-    def train(self, jobs: Sequence[Job], directory: Path, *, resume: bool) -> None:
+    def train(self, jobs: Sequence[Job], directory: Path, run: CompileRun) -> None:
         from honing_finetune.hosted import HostedJob
 
         pending: list[tuple[Job, HostedJob]] = []
         for job in jobs:
-            if resume and self._reuse(job, directory):
+            if run.resume and self._reuse(job, directory, run):
                 continue
             if job.backend == "hosted":
                 hosted = HostedJob(target_lm=job.target_lm, chat_file=Path(job.data["chat_file"]),
                                    settings=job.settings, desc=f"fine-tune {job.target_lm.model}",
                                    key=self._job_key(job))
-                if resume and hosted.attach():
-                    self.note(f"job {job.key}: polling the job {hosted.job_id} started earlier instead of a new one")
+                if run.resume and hosted.attach():
+                    run.note(f"job {job.key}: polling the job {hosted.job_id} started earlier instead of a "
+                             "new one")
                 else:
                     hosted.start()
                 pending.append((job, hosted))
         for job in jobs:
             if job.backend == "local" and not job.result:
-                from honing.lm.local import models_dir
-
                 from honing_finetune.lora import train_local
 
                 assert job.base_path is not None
                 job.result = {"backend": "local", **train_local(
                     base_path=job.base_path, base_name=job.base_name, examples=job.examples,
                     settings=job.settings, out_dir=directory / job.key, models_dir=models_dir(),
-                    data_sha256=job.data["sha256"], desc=f"LoRA {job.base_name}", resume=resume)}
+                    data_sha256=job.data["sha256"], desc=f"LoRA {job.base_name}", resume=run.resume)}
                 if job.result.get("reused_adapter"):
-                    self.note(f"job {job.key}: merged the adapter trained earlier ({job.result['reused_adapter']}) "
-                              "without training again")
+                    run.note(f"job {job.key}: merged the adapter trained earlier "
+                             f"({job.result['reused_adapter']}) without training again")
                 self._save_result(job, directory)
         for job, hosted in pending:
-            job.result = {"backend": "hosted", "base_model": job.target_lm.model, "examples": len(job.examples),
-                          **hosted.wait()}
+            job.result = {"backend": "hosted", "base_model": job.target_lm.model,
+                          "examples": len(job.examples), **hosted.wait()}
             self._save_result(job, directory)
 
     @staticmethod
     def _job_key(job: Job) -> dict[str, Any]:
         """What a saved result (or a started hosted job) must match to be reused with `resume` (how long to
         wait for a hosted job is not part of it: resuming with a longer timeout is the point)."""
-        settings = {k: v for k, v in options_json(job.settings).items() if k not in options.WAITING}
+        settings = {k: v for k, v in json_safe(job.settings).items() if k not in options.WAITING}
         return {"data_sha256": job.data["sha256"], "settings": settings, "target": job.target_lm.model}
 
     def _save_result(self, job: Job, directory: Path) -> None:
         record = {**self._job_key(job), "result": job.result}
-        (directory / job.key / RESULT).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+        (directory / job.key / RESULT).write_text(json.dumps(record, indent=2, default=str) + "\n",
+                                                  encoding="utf-8")
 
-    def _reuse(self, job: Job, directory: Path) -> bool:
+    def _reuse(self, job: Job, directory: Path, run: CompileRun) -> bool:
         """With `resume`, a job that finished in this run directory on the same data and settings is not
         trained again (a local model must still be in the models directory)."""
         path = directory / job.key / RESULT
@@ -357,32 +387,30 @@ class BootstrapFinetune(honing.Optimizer):
         if {k: saved.get(k) for k in ("data_sha256", "settings", "target")} != self._job_key(job):
             return False
         result = saved.get("result") or {}
-        if job.backend == "local":
-            from honing.lm.local import models_dir
-
-            if not (models_dir() / f"{result.get('model')}.gguf").is_file():
-                return False
+        if job.backend == "local" and not (models_dir() / f"{result.get('model')}.gguf").is_file():
+            return False
         job.result = result
-        self.note(f"job {job.key}: reused the model trained earlier in {directory} ({result.get('model')})")
+        run.note(f"job {job.key}: reused the model trained earlier in {directory} ({result.get('model')})")
         return True
 
     # -- installing the result ------------------------------------------------------------------------
-    def install(self, program: Module, jobs: Sequence[Job]) -> None:
+    def install(self, program: Module, jobs: Sequence[Job], run: CompileRun) -> None:
+        s = self.settings
         for job in jobs:
             model = job.result["model"]
             lm = _derived_lm(job.target_lm, model if job.backend == "hosted" else f"local/{model}")
             for name, predictor in job.predictors:
                 predictor.lm = lm
-                if isinstance(self.adapter, Adapter):
-                    predictor.adapter = self.adapter
-                elif self.adapter is not None or predictor.adapter is None or isinstance(predictor.adapter, str):
+                if isinstance(s.adapter, Adapter):
+                    predictor.adapter = s.adapter
+                elif s.adapter is not None or predictor.adapter is None or isinstance(predictor.adapter, str):
                     predictor.adapter = adapter_label(job.adapters[name])
-                if self.exclude_demos:
+                if s.exclude_demos:
                     predictor.demos = []
             names = ", ".join(n for n, _ in job.predictors)
-            self.note(f"{names}: now {lm.model}; {self._describe(job)}")
-        if self.exclude_demos:
-            self.note("demos cleared (exclude_demos=True): the fine-tuned model was trained without them")
+            run.note(f"{names}: now {lm.model}; {self._describe(job)}")
+        if s.exclude_demos:
+            run.note("demos cleared (exclude_demos=True): the fine-tuned model was trained without them")
 
     def _describe(self, job: Job) -> str:
         r = job.result
@@ -390,7 +418,8 @@ class BootstrapFinetune(honing.Optimizer):
             curve = r.get("loss") or [[0, float("nan")]]
             s = job.settings
             return (f"LoRA r={s['lora_rank']} on {r.get('examples')} examples from {job.base_name}, "
-                    f"{r.get('steps')} steps ({r.get('epochs_run')} epochs, {s['optimizer']}, lr {s['learning_rate']:g}), "
+                    f"{r.get('steps')} steps ({r.get('epochs_run')} epochs, {s['optimizer']}, "
+                    f"lr {s['learning_rate']:g}), "
                     f"loss {curve[0][1]:.4f} -> {curve[-1][1]:.4f}; data, loss.json and loss.png in "
                     f"{Path(job.data['chat_file']).parent}")
         return (f"hosted job {r.get('job_id')} on {r.get('examples')} examples from {job.target_lm.model}; "
@@ -409,7 +438,7 @@ class BootstrapFinetune(honing.Optimizer):
             "examples": len(job.examples),
             "data": {"chat_file": job.data["chat_file"], "prompt_file": job.data["prompt_file"],
                      "sha256": job.data["sha256"]},
-            "hyperparameters": r.get("hyperparameters", options_json(job.settings)),
+            "hyperparameters": r.get("hyperparameters", json_safe(job.settings)),
         }
         if job.backend == "local":
             curve = r.get("loss") or []
@@ -425,8 +454,8 @@ class BootstrapFinetune(honing.Optimizer):
                 "roundtrip": r.get("roundtrip"),
             })
         else:
-            entry.update({"job_id": r.get("job_id"), "file_id": r.get("file_id"), "statuses": r.get("statuses"),
-                          "trained_tokens": r.get("trained_tokens")})
+            entry.update({"job_id": r.get("job_id"), "file_id": r.get("file_id"),
+                          "statuses": r.get("statuses"), "trained_tokens": r.get("trained_tokens")})
         entry["seconds"] = r.get("seconds")
         return entry
 
@@ -434,9 +463,19 @@ class BootstrapFinetune(honing.Optimizer):
 # ----------------------------------------------------------------------------------------------------
 # helpers
 
+_directory_locks: dict[Path, threading.Lock] = {}
+_directory_locks_guard = threading.Lock()
 
-def options_json(settings: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(settings, default=list))
+
+@contextlib.contextmanager
+def _writing_into(directory: Path) -> Iterator[None]:
+    """Make `directory` and hold it for one compile at a time in this process: two identical compiles
+    share the default directory, and one must not read the training file the other is rewriting."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with _directory_locks_guard:
+        lock = _directory_locks.setdefault(directory.resolve(), threading.Lock())
+    with lock:
+        yield
 
 
 def _lm_key(lm: Any) -> tuple[str, ...]:
@@ -457,9 +496,10 @@ def _backend(lm: Any) -> str:
     if provider in PROVIDERS:
         return "hosted"
     raise OptimizerError(
-        f"BootstrapFinetune cannot train {model!r}: local training needs a local GGUF model ('local/<name>'), "
-        f"hosted training a provider with litellm's fine-tuning API ({', '.join(PROVIDERS)}). "
-        "Pass target='local/smollm2-135m' (or a hosted model) to choose what to train")
+        f"BootstrapFinetune cannot train {model!r}: local training needs a local GGUF model "
+        f"('local/<name>'), hosted training a provider with litellm's fine-tuning API "
+        f"({', '.join(PROVIDERS)}). Pass target='local/smollm2-135m' (or a hosted model) to choose what to "
+        "train")
 
 
 def _derived_lm(target_lm: Any, model: str) -> Any:
@@ -467,4 +507,4 @@ def _derived_lm(target_lm: Any, model: str) -> Any:
     copy = getattr(target_lm, "copy", None)
     if callable(copy):
         return copy(model=model)
-    return honing.LM(model)
+    return LM(model)

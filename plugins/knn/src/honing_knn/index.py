@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from honing.errors import LoadError, OptimizerError
+from honing.plugin_api import LoadError, OptimizerError
 
 #: At or above this many vectors, "auto" builds an IVF index instead of exact search.
 AUTO_IVF_THRESHOLD = 100_000
@@ -57,10 +57,6 @@ class IndexInfo:
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> IndexInfo:
-        return cls(**raw)
-
 
 def auto_nlist(n: int) -> int:
     """Inverted lists for `n` vectors: the power of two nearest 2·√n (1M → 2048, 100k → 512). Fewer
@@ -90,12 +86,13 @@ def build_index(vectors: Any, spec: str = "auto", *, k: int = 8, seed: int = 0,
     try:
         index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise OptimizerError(f"KNNFewShot: FAISS cannot build index {factory!r}: {_faiss_message(exc)}") from None
+        raise OptimizerError(f"KNNFewShot: FAISS cannot build index {factory!r}: "
+                             f"{_faiss_message(exc)}") from None
     ivf = _ivf(index)
     if ivf is not None:
         if n < ivf.nlist:
-            raise OptimizerError(f"KNNFewShot: index {factory!r} has {ivf.nlist} lists but there are only {n} "
-                                 "training vectors; use index='auto' or fewer lists")
+            raise OptimizerError(f"KNNFewShot: index {factory!r} has {ivf.nlist} lists but there are only "
+                                 f"{n} training vectors; use index='auto' or fewer lists")
         ivf.cp.seed = seed
         ivf.cp.niter = KMEANS_ITERATIONS
         ivf.cp.max_points_per_centroid = POINTS_PER_CENTROID
@@ -103,14 +100,16 @@ def build_index(vectors: Any, spec: str = "auto", *, k: int = 8, seed: int = 0,
         try:
             index.train(_training_sample(x, index, seed))
         except RuntimeError as exc:
-            raise OptimizerError(f"KNNFewShot: training index {factory!r} failed: {_faiss_message(exc)}") from None
+            raise OptimizerError(f"KNNFewShot: training index {factory!r} failed: "
+                                 f"{_faiss_message(exc)}") from None
     index.add(x)
     info = IndexInfo(factory=factory, params=params, nlist=ivf.nlist if ivf is not None else None)
     if params:
         try:
             faiss.ParameterSpace().set_index_parameters(index, params)
         except RuntimeError as exc:
-            raise OptimizerError(f"KNNFewShot: bad index parameters {params!r}: {_faiss_message(exc)}") from None
+            raise OptimizerError(f"KNNFewShot: bad index parameters {params!r}: "
+                                 f"{_faiss_message(exc)}") from None
         if ivf is not None:
             info = attrs.evolve(info, nprobe=int(ivf.nprobe))
     elif ivf is not None:
@@ -256,13 +255,14 @@ def read_index(path: str | os.PathLike[str], *, sha256: str, ntotal: int, dim: i
     except OSError as exc:
         raise LoadError(f"cannot read the FAISS index: {exc.strerror}", file=file) from None
     if actual != sha256:
-        raise LoadError(f"the FAISS index does not match its program file (sha256 {actual[:12]}…, the program "
-                        f"file expects {sha256[:12]}…): it was changed, or belongs to another save", file=file)
+        raise LoadError(f"the FAISS index does not match its program file (sha256 {actual[:12]}…, the "
+                        f"program file expects {sha256[:12]}…): it was changed, or belongs to another save",
+                        file=file)
     try:
         index = faiss.read_index(file)
     except RuntimeError as exc:
         raise LoadError(f"not a FAISS index: {_faiss_message(exc)}", file=file) from None
     if index.ntotal != ntotal or index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise LoadError(f"the FAISS index holds {index.ntotal} vectors of dimension {index.d}, the program file "
-                        f"has {ntotal} examples of dimension {dim} (inner product)", file=file)
+        raise LoadError(f"the FAISS index holds {index.ntotal} vectors of dimension {index.d}, the program "
+                        f"file has {ntotal} examples of dimension {dim} (inner product)", file=file)
     return index

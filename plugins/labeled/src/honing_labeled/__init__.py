@@ -4,32 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import honing
-from honing.data import Example
-from honing.modules import Module
-from honing.optimizers.demos import labeled_demos, sample_labeled
+from honing.plugin_api import CompileRun, Module, Optimizer, count, labeled_demos, sample_labeled, setting
 
 
-class LabeledFewShot(honing.Optimizer):
+class LabeledFewShot(Optimizer):
     """Labelled training examples as few-shot demos (k per predictor, sampled with a seed)."""
 
     requires_labels = True
 
-    def __init__(self, k: int = 16, *, sample: bool = True, seed: int = 0, metric: Any = None) -> None:
-        if not isinstance(k, int) or k < 0:
-            raise honing.OptimizerError(f"LabeledFewShot: k must be a non-negative integer, got {k!r}")
-        super().__init__(metric, k=k, sample=sample, seed=seed)
-        self.k, self.sample = k, sample
+    @attrs.frozen
+    class Settings:
+        """
+        :param k: demos per predictor (every usable example when there are fewer).
+        :param sample: sample `k` with the seed; False takes the first `k` in trainset order.
+        :param seed: seeds the sample.
+        :param metric: not used to choose demos; accepted so every optimizer takes one.
+        """
 
-    def optimize(self, program: Module, *, trainset: list[Example], valset: Any = None, teacher: Any = None,
-                 **_: Any) -> Module:
-        chosen = sample_labeled(program, trainset, self.k, seed=self.seed, sample=self.sample)
+        k: int = setting(16, check=count(wording="a non-negative integer"))
+        sample: bool = setting(True, kw_only=True)
+        seed: int = setting(0, kw_only=True)
+        metric: Any = setting(None, kw_only=True, recorded=False)
+
+    def optimize(self, program: Module, run: CompileRun) -> Module:
+        k = self.settings.k
+        chosen = sample_labeled(program, run.trainset, k, seed=self.seed, sample=self.settings.sample)
         for name, predictor in program.named_predictors():
-            usable = len(labeled_demos(predictor, trainset))
+            usable = len(labeled_demos(predictor, run.trainset))
             if usable == 0:
-                self.note(f"predictor {name!r}: no training example has both its inputs and outputs; no demos")
-            elif self.k > usable:
-                self.note(f"predictor {name!r}: k={self.k} but only {usable} usable examples; using all")
+                run.note(f"predictor {name!r}: no training example has both its inputs and outputs; no demos")
+            elif k > usable:
+                run.note(f"predictor {name!r}: k={k} but only {usable} usable examples; using all")
             predictor.demos = chosen[name]
         return program
 

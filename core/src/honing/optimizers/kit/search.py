@@ -10,6 +10,7 @@ search leaves the best candidate so far available (`SearchState.best`), marked b
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,8 +21,10 @@ from tqdm.auto import tqdm
 from honing.data import Example
 from honing.errors import TooManyErrors
 from honing.evaluate import Evaluate, EvaluationResult
+from honing.jsontext import json_safe
 from honing.lm.types import Usage
 from honing.modules import Module
+from honing.optimizers.kit.demos import demo_count
 from honing.runs import RunLog
 
 
@@ -120,7 +123,7 @@ class CandidateEvaluator:
         """Score `program` (or take its result from a resumed run's log, spending nothing)."""
         params = dict(params or {})
         logged = self._finished.get(key)
-        if logged is not None and logged.get("params") == _jsonable(params):
+        if logged is not None and logged.get("params") == json_safe(params):
             return CandidateResult(key, float(logged["score"]), int(logged.get("errors", 0)), Usage(),
                                    0.0, params, logged.get("state", program_state(program)),
                                    int(logged.get("n_examples", 0)), from_log=True,
@@ -133,7 +136,7 @@ class CandidateEvaluator:
             outcome: EvaluationResult = evaluate(program, position=1 if self.display_progress else None)
         except TooManyErrors as exc:
             if self.run_log is not None:
-                self.run_log.event(f"{self.event}_failed", key=key, params=_jsonable(params), error=str(exc))
+                self.run_log.event(f"{self.event}_failed", key=key, params=json_safe(params), error=str(exc))
             raise
         result = CandidateResult(key, outcome.score, outcome.n_errors, outcome.usage,
                                  time.perf_counter() - started, params, program_state(program), len(examples),
@@ -142,7 +145,7 @@ class CandidateEvaluator:
         if self.run_log is not None:
             errors = [r.error for r in outcome.errors][:5]
             self.run_log.event(self.event, key=key, score=result.score, errors=result.n_errors,
-                               error_samples=errors, params=_jsonable(params), n_examples=len(examples),
+                               error_samples=errors, params=json_safe(params), n_examples=len(examples),
                                usage=result.usage.to_dict(), seconds=round(result.wall_time, 3), state=result.state,
                                example_scores=list(result.example_scores))
         return result
@@ -153,7 +156,29 @@ def progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not enabled, position=0, dynamic_ncols=True)
 
 
-def _jsonable(value: Any) -> Any:
-    import json
+def more_demos(result: CandidateResult) -> int:
+    """The usual tie-break of a search: on an exact tie the candidate with more demos wins."""
+    return demo_count(result.state)
 
-    return json.loads(json.dumps(value, default=str))
+
+def clear_gain(candidate: Any, reference: Any, z: float) -> bool:
+    """Whether per-example scores `candidate` beat `reference` (same examples, same order) clearly: the net
+    gain must be positive and at least `z` standard deviations of the paired differences (for 0/1 scores:
+    wins - losses >= z * sqrt(wins + losses), a one-sided sign test; z=1 is about 84%). z=0: any gain.
+    Without per-example scores (e.g. an old log), the means are compared."""
+    candidate, reference = list(candidate or ()), list(reference or ())
+    if not candidate or len(candidate) != len(reference):
+        return bool(candidate) and bool(reference) and sum(candidate) / len(candidate) > sum(reference) / len(reference)
+    differences = [c - r for c, r in zip(candidate, reference, strict=True)]
+    total = sum(differences)
+    return total > 0 and total >= z * math.sqrt(sum(d * d for d in differences))
+
+
+def gain_text(candidate: Any, reference: Any) -> str:
+    """``net +3 over 11 changed examples``: how a paired comparison came out, for notes."""
+    candidate, reference = list(candidate or ()), list(reference or ())
+    if not candidate or len(candidate) != len(reference):
+        return "no per-example scores"
+    differences = [c - r for c, r in zip(candidate, reference, strict=True)]
+    changed = sum(1 for d in differences if d)
+    return f"net {sum(differences):+g} over {changed} changed example{'s' if changed != 1 else ''}"

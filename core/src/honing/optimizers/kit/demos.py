@@ -1,7 +1,8 @@
 """Demos shared by every optimizer family: labelled demos sampled from a trainset, demos
 bootstrapped from the traces of a teacher program whose runs pass the metric, the default teacher
-(the student with labelled demos), and one candidate's demos assembled from a bootstrap pass and a
-labelled fill.
+(the student with labelled demos), one candidate's demos assembled from a bootstrap pass and a
+labelled fill, and `build_demos`, which does both for one candidate and logs it so a resumed run takes
+a finished bootstrap from its log.
 
 A demo is a plain dict of one predictor's field values. Keys starting with "_" are bookkeeping that
 never reaches a prompt: `_source` ("labeled" or "bootstrap") and `_example` (the trainset index it
@@ -21,7 +22,14 @@ from honing import settings, tracing
 from honing.data import Example
 from honing.errors import BudgetExceeded, ConfigurationError, TooManyErrors
 from honing.evaluate import metric_score
-from honing.modules import Module, Predict
+from honing.jsontext import json_safe
+from honing.lm.types import Usage
+from honing.lm.usage import track_usage
+from honing.modules import Module, Predict, named_calls
+from honing.optimizers.kit.checks import effective_max_errors
+from honing.runs import RunLog
+
+Demos = dict[str, list[dict[str, Any]]]
 
 log = logging.getLogger("honing.optimizers")
 
@@ -150,18 +158,18 @@ def make_teacher(program: Module, trainset: Sequence[Example], teacher: Module |
     return result
 
 
-def assemble(program: Module, trainset: Sequence[Example], boot: Bootstrap, *, max_bootstrapped_demos: int,
-             max_labeled_demos: int, seed: Any) -> dict[str, list[dict[str, Any]]]:
+def assemble(program: Module, trainset: Sequence[Example], boot: Bootstrap | None, *, max_bootstrapped_demos: int,
+             max_labeled_demos: int, seed: Any) -> Demos:
     """Each predictor's bootstrapped demos (at most `max_bootstrapped_demos`), then labelled examples up
-    to `max_labeled_demos` in all.
+    to `max_labeled_demos` in all (`boot` None: labelled examples only).
 
     The labelled fill comes from every trainset example not bootstrapped; each predictor samples that
     whole pool with its own seeded RNG (a later predictor does not sample from an earlier one's sample).
     """
-    fill = sample_labeled(program, trainset, max_labeled_demos, seed=seed, exclude=boot.used)
-    out: dict[str, list[dict[str, Any]]] = {}
+    fill = sample_labeled(program, trainset, max_labeled_demos, seed=seed, exclude=boot.used if boot else ())
+    out: Demos = {}
     for name, _ in program.named_predictors():
-        booted = [dict(d) for d in boot.demos.get(name, [])][:max_bootstrapped_demos]
+        booted = [dict(d) for d in (boot.demos.get(name, []) if boot else [])][:max_bootstrapped_demos]
         n_labeled = max(0, max_labeled_demos - len(booted))
         out[name] = [*booted, *fill[name][:n_labeled]]
     return out
@@ -170,8 +178,6 @@ def assemble(program: Module, trainset: Sequence[Example], boot: Bootstrap, *, m
 def _run_hidden(teacher: Module, example: Example, metric: Callable[..., Any] | None, round_: int,
                 retry_temperature: float) -> tuple[list[tracing.TraceRecord], float]:
     """Run the teacher on one example with that example hidden from its demos; return trace and score."""
-    from honing.modules import named_calls
-
     program = teacher.deepcopy()
     target = {k: example[k] for k in example}
     for predictor in program.predictors():
@@ -192,3 +198,86 @@ def _run_hidden(teacher: Module, example: Example, metric: Callable[..., Any] | 
 def _subset(example: dict[str, Any], demo: dict[str, Any]) -> dict[str, Any]:
     keys = [k for k in demo if not k.startswith("_")]
     return {k: example.get(k, object()) for k in keys}
+
+
+def demo_count(state: Any) -> int:
+    """Demos over all predictors of a `program_state` (or of a {name: demos} dict)."""
+    total = 0
+    for value in state.values():
+        total += len(value.get("demos", [])) if isinstance(value, dict) else len(value)
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------
+# one candidate's demos, logged
+
+@attrs.frozen
+class BuiltDemos:
+    """What `build_demos` made: demos per predictor, the bootstrap pass behind them and its cost."""
+
+    demos: Demos
+    used: tuple[int, ...] = ()
+    attempts: int = 0
+    errors: int = 0
+    failures: dict[int, str] = attrs.Factory(dict)
+    usage: Usage = attrs.Factory(Usage)
+    from_log: bool = False
+    #: set when a budget ran out during the bootstrap: these demos are what was made before it
+    budget_limited: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {"bootstrapped": len(self.used), "attempts": self.attempts, "errors": self.errors,
+                "calls": self.usage.calls, "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens, "cost": self.usage.cost,
+                "cache_hits": self.usage.cache_hits}
+
+
+def build_demos(program: Module, trainset: Sequence[Example], teacher: Module, metric: Callable[..., Any] | None,
+                *, key: str, params: dict[str, Any], max_bootstrapped_demos: int, max_labeled_demos: int,
+                seed: Any, order: Sequence[int] | None = None, max_rounds: int = 1,
+                metric_threshold: float | None = None, max_errors: int | None = None,
+                teacher_settings: dict[str, Any] | None = None, run_log: RunLog | None = None) -> BuiltDemos:
+    """One bootstrap pass over `trainset` (in `order`) and the labelled fill, logged as a "bootstrap"
+    event under `key`; a resumed run with the same `params` takes it from the log instead.
+
+    A BudgetExceeded during the pass returns what was bootstrapped before it (`budget_limited=True`) when
+    at least one run passed; otherwise it propagates.
+    """
+    if run_log is not None:
+        logged = run_log.finished("bootstrap").get(key)
+        if logged is not None and logged.get("params") == json_safe(params):
+            return BuiltDemos({n: [dict(d) for d in ds] for n, ds in logged["demos"].items()},
+                              tuple(logged.get("used", ())), int(logged.get("attempts", 0)),
+                              int(logged.get("errors", 0)), {}, Usage(), from_log=True)
+    budget_limited = False
+    with track_usage() as tracker:
+        try:
+            with settings.context(**dict(teacher_settings or {})):
+                boot = bootstrap_demos(teacher, trainset, metric, max_demos=max_bootstrapped_demos,
+                                       max_rounds=max_rounds, metric_threshold=metric_threshold,
+                                       max_errors=effective_max_errors(max_errors), order=order)
+        except BudgetExceeded as exc:
+            partial: Bootstrap | None = getattr(exc, "partial", None)
+            if partial is None or not partial.used:
+                raise
+            boot, budget_limited = partial, True
+    demos = assemble(program, trainset, boot, max_bootstrapped_demos=max_bootstrapped_demos,
+                     max_labeled_demos=max_labeled_demos, seed=seed)
+    built = BuiltDemos(demos, boot.used, boot.attempts, boot.errors, dict(boot.failures), tracker.total,
+                       budget_limited=budget_limited)
+    if run_log is not None and not budget_limited:
+        run_log.event("bootstrap", key=key, params=json_safe(params), demos=json_safe(demos), used=list(boot.used),
+                      attempts=boot.attempts, errors=boot.errors,
+                      failures={str(k): v for k, v in list(boot.failures.items())[:20]},
+                      usage=tracker.total.to_dict())
+    return built
+
+
+def shortfall_note(built: BuiltDemos, max_bootstrapped_demos: int, n_train: int, where: str = "") -> str | None:
+    """Say so when fewer demos could be bootstrapped than asked for (the rest are labelled examples)."""
+    if built.from_log or built.budget_limited or len(built.used) >= max_bootstrapped_demos:
+        return None
+    failed = sum(1 for v in built.failures.values() if v == "failed metric")
+    return (f"{where}bootstrapped {len(built.used)} of max_bootstrapped_demos={max_bootstrapped_demos}: "
+            f"all {n_train} training examples were tried ({failed} failed the metric, {built.errors} errors); "
+            "the other slots hold labelled examples")
