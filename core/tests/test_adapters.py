@@ -16,7 +16,7 @@ from honing.adapters import (
 )
 from honing.adapters.base import demo_fields, type_hint, usable_demos
 from honing.adapters.json import json_schema, signature_schema
-from honing.adapters.transcript import effective_decoding
+from honing.adapters.transcript import CONTENT_FREE, effective_decoding
 from honing.plugins.lookup import resolve_adapter
 from honing.errors import HoningError, ParseError
 from honing.lm.types import LMRequest
@@ -213,7 +213,7 @@ def test_transcript_calibration_is_cached_per_prompt():
     adapter.run(lm, Sentiment, [], {"review": "one"}, decoding="calibrated")
     first = len(lm.requests)
     adapter.run(lm, Sentiment, [], {"review": "two"}, decoding="calibrated")
-    assert len(lm.requests) - first == first - 1  # the content-free request is not repeated
+    assert len(lm.requests) - first == first - len(CONTENT_FREE)  # the content-free requests are not repeated
 
 
 def test_transcript_auto_decoding_on_a_scoring_lm():

@@ -64,6 +64,7 @@ from honing.optimizers.kit.checks import (
 from honing.optimizers.kit.demos import (
     Bootstrap,
     BuiltDemos,
+    DemoCount,
     Demos,
     assemble,
     bootstrap_demos,
@@ -75,6 +76,7 @@ from honing.optimizers.kit.demos import (
     sample_labeled,
     shortfall_note,
 )
+from honing.optimizers.kit.fit import DemoFit, fit_demos
 from honing.optimizers.kit.search import (
     CandidateEvaluator,
     CandidateResult,
@@ -107,7 +109,7 @@ __all__ = [
     "Signature", "TranscriptAdapter", "call_demos", "closed_values", "metric_score", "named_calls", "normalize",
     "program_inputs", "render_value", "settings", "tracing", "type_hint",
     # demos
-    "Bootstrap", "BuiltDemos", "Demos", "assemble", "bootstrap_demos", "build_demos", "demo_count",
+    "Bootstrap", "BuiltDemos", "DemoCount", "DemoFit", "Demos", "fit_demos", "assemble", "bootstrap_demos", "build_demos", "demo_count",
     "labeled_demos", "make_teacher", "predictor_rng", "sample_labeled", "shortfall_note",
     # candidate search
     "CandidateEvaluator", "CandidateResult", "SearchState", "apply_state", "clear_gain", "gain_text",

@@ -9,6 +9,7 @@ from typing import Any
 import honing as hn
 import pytest
 from bootstrap_helpers import BudgetAfter, InterruptAfter, contract_lm, devset, fake_lm
+from honing.adapters.transcript import CONTENT_FREE
 from honing.errors import BudgetExceeded, OptimizerError, TooManyErrors
 from honing.runs import RunDirError
 from honing.testing.contract import ContractClassify, OptimizerContract, intent_match
@@ -18,8 +19,10 @@ from honing_bootstrap.random_search import candidate_specs, shuffled_order
 
 
 def search(**overrides: Any) -> BootstrapFewShotWithRandomSearch:
+    # confidence_z=0: on these 6-example valsets any strict gain wins, so the tests see the search's
+    # mechanics (the default's paired comparison is tested on its own)
     settings = {"metric": intent_match, "num_candidate_programs": 3, "max_bootstrapped_demos": 2,
-                "max_labeled_demos": 4, "display_progress": False, **overrides}
+                "max_labeled_demos": 4, "display_progress": False, "confidence_z": 0, **overrides}
     return BootstrapFewShotWithRandomSearch(**settings)
 
 
@@ -38,7 +41,8 @@ def test_with_calibrated_choice_scoring_the_search_finds_demos_that_help(trainse
         compiled = search().compile(hn.Predict(ContractClassify), trainset=trainset, valset=devset())
     record = compiled.compile_record
     assert record.score == 1.0 and record.scores["zero_shot"] < 0.5
-    assert all(c["calls"] in (len(devset()), len(devset()) + 1) for c in record.candidates)  # + calibration
+    # one call per example, plus the content-free inputs' calls that calibrate a new demo prefix
+    assert all(c["calls"] in (len(devset()), len(devset()) + len(CONTENT_FREE)) for c in record.candidates)
 
 
 def test_candidates_scores_and_record(lm, trainset):
@@ -236,3 +240,55 @@ def test_every_candidate_bootstraps_from_one_teacher(lm, trainset, monkeypatch):
     assert len(booted) == 5
     prompts = [r.text() for r in lm.requests]
     assert len(set(prompts)) < len(prompts)  # teacher runs repeated across candidates
+
+
+# ----------------------------------------------------------------------------------------------------
+# defaults: candidates sized by the context, selection by a paired comparison (issue 23)
+
+def test_by_default_every_demo_that_fits_is_offered(trainset, tmp_path):
+    from honing.runs import read_events
+
+    with hn.context(lm=fake_lm(context_window=100_000)):
+        compiled = BootstrapFewShotWithRandomSearch(intent_match, num_candidate_programs=2,
+                                                    display_progress=False).compile(
+            hn.Predict(ContractClassify), trainset=trainset, valset=devset(), run_dir=tmp_path / "run")
+    labeled = next(c for c in compiled.compile_record.candidates if c["key"] == "labeled")
+    assert labeled["demos"] == {"self": len(trainset)}  # the whole trainset fits: all of it, not 16 or 32
+    fit = [e for e in read_events(tmp_path / "run" / "events.jsonl") if e["event"] == "demo_fit"]
+    assert fit and fit[0]["counts"] == {"self": len(trainset)} and fit[0]["windows"] == {"self": 100_000}
+
+
+def test_a_small_context_caps_every_candidate_and_says_so(trainset):
+    with hn.context(lm=fake_lm(context_window=300)):
+        compiled = BootstrapFewShotWithRandomSearch(intent_match, num_candidate_programs=2,
+                                                    display_progress=False).compile(
+            hn.Predict(ContractClassify), trainset=trainset, valset=devset())
+    record = compiled.compile_record
+    (note,) = [n for n in record.notes if "fit the 300-token context" in n]
+    fits = int(note.split("'self': ")[1].split(" of ")[0])
+    assert 0 < fits < len(trainset)
+    assert all(c["demos"]["self"] <= fits for c in record.candidates)
+
+
+def test_a_context_too_small_for_one_demo_leaves_demo_free_candidates(trainset):
+    with hn.context(lm=fake_lm(context_window=260)):  # the query and the answer's room only
+        compiled = BootstrapFewShotWithRandomSearch(intent_match, num_candidate_programs=2,
+                                                    display_progress=False).compile(
+            hn.Predict(ContractClassify), trainset=trainset, valset=devset())
+    record = compiled.compile_record
+    assert any("not even one demo fits" in n for n in record.notes)
+    assert all(c["demos"] == {"self": 0} for c in record.candidates)
+    assert compiled.predictors()[0].demos == []
+
+
+def test_the_default_keeps_the_all_demos_program_unless_another_clearly_beats_it(trainset):
+    """On a 6-example valset a +1 or +2 win is noise: the labelled program (every demo) stays."""
+    with hn.context(lm=fake_lm(context_window=100_000)):
+        compiled = BootstrapFewShotWithRandomSearch(intent_match, num_candidate_programs=3,
+                                                    display_progress=False).compile(
+            hn.Predict(ContractClassify), trainset=trainset, valset=devset())
+    record = compiled.compile_record
+    labeled = record.scores["labeled"]
+    assert all(s - labeled < 3 / len(devset()) for s in record.scores.values())  # no clear winner here
+    assert record.score == labeled
+    assert len(compiled.predictors()[0].demos) == len(trainset)

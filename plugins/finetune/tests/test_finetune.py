@@ -11,6 +11,7 @@ import honing as hn
 import pytest
 from finetune_helpers import labelled_teacher
 from honing.adapters import ChatAdapter, JSONAdapter, TranscriptAdapter
+from honing.adapters.transcript import CONTENT_FREE
 from honing.errors import OptimizerError
 from honing.testing.contract import ContractClassify, OptimizerContract, contract_examples, intent_match
 from honing.testing.fake import FakeLM, nearest_demo_responder
@@ -106,8 +107,9 @@ def test_training_data_is_exactly_what_the_adapter_sends(tmp_path: Path) -> None
         for example, record in zip(examples, trace.records):
             with hn.context(lm=probe):
                 replay(**record.inputs)
-            # the query's scoring request (calibration also scores a content-free "N/A" input)
-            request = [r for r in probe.requests if "Text: N/A" not in r.prompt][-1]
+            # the query's scoring request (calibration also scores the content-free inputs)
+            content_free = [f"Text: {text}\nIntent:" for text in CONTENT_FREE]
+            request = [r for r in probe.requests if not any(r.prompt.endswith(cf) for cf in content_free)][-1]
             assert example.prompt == request.prompt
             assert example.prompt == TranscriptAdapter().render_prompt(
                 ContractClassify, [] if exclude else student.demos, record.inputs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import honing as hn
+import pytest
 from honing.testing.contract import ContractClassify, OptimizerContract, contract_examples, intent_match
 from honing.testing.fake import FakeLM, nearest_demo_responder
 from honing_labeled import LabeledFewShot
@@ -56,7 +57,28 @@ def test_demos_improve_a_model_that_learns_from_them():
 
 
 def test_negative_k_is_rejected():
-    import pytest
-
     with pytest.raises(hn.OptimizerError, match="k must be"):
         LabeledFewShot(k=-1)
+
+
+def test_k_none_takes_every_demo_that_fits_the_context():
+    trainset = contract_examples()
+    with hn.context(lm=FakeLM(scoring=True, context_window=100_000)):
+        everything = LabeledFewShot(k=None).compile(hn.Predict(ContractClassify), trainset=trainset)
+    assert len(everything.predictors()[0].demos) == len(trainset)
+    assert everything.compile_record.notes == ()
+    with hn.context(lm=FakeLM(scoring=True, context_window=300)):
+        capped = LabeledFewShot(k=None).compile(hn.Predict(ContractClassify), trainset=trainset)
+    kept = len(capped.predictors()[0].demos)
+    assert 0 < kept < len(trainset)
+    assert any(f"{kept} of {len(trainset)} usable training examples fit" in n for n in capped.compile_record.notes)
+
+
+@pytest.mark.local_lm
+def test_k_none_on_the_embedded_model(local_lm):
+    """The embedded model's 8k context holds the whole contract trainset: all of it is used."""
+    with hn.context(lm=local_lm):
+        compiled = LabeledFewShot(k=None).compile(hn.Predict(ContractClassify), trainset=contract_examples())
+        score = hn.Evaluate(devset=contract_examples(), metric=intent_match)(compiled).score
+    assert len(compiled.predictors()[0].demos) == len(contract_examples())
+    assert score >= 0.5

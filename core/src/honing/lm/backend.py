@@ -33,3 +33,7 @@ class Backend(Protocol):
     def price(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollars for that many tokens (0.0 when free or unknown), for budget reservations."""
         ...
+
+    def context_window(self) -> int | None:
+        """Tokens the model reads at most (prompt plus completion), or None when unknown."""
+        ...

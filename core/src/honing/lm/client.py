@@ -98,6 +98,10 @@ def _provider_of(model: str) -> str:
     )
 
 
+#: Not read yet (None is a valid "unknown" answer).
+_UNKNOWN = object()
+
+
 class LM:
     """A language model: ``lm(request) -> Completion``. See the module docstring.
 
@@ -163,6 +167,7 @@ class LM:
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.history_size)
         self._key_checked = False
         self._backend_instance: Backend | None = None  # made on the first call (see `_backend`)
+        self._context_window: object = _UNKNOWN  # read once (see `context_window`)
         self._rng = random.Random()
 
     # --- description ---------------------------------------------------------------------------------
@@ -191,6 +196,27 @@ class LM:
             return bool(import_litellm().supports_response_schema(model=self.model))
         except Exception:  # noqa: BLE001 - unknown model: assume not
             return False
+
+    @property
+    def context_window(self) -> int | None:
+        """Tokens this model reads at most (prompt plus completion), or None when unknown: the embedded
+        engine's context size, else litellm's model map entry."""
+        if self._context_window is _UNKNOWN:
+            self._context_window = self._backend.context_window()
+        return self._context_window  # type: ignore[return-value]
+
+    @property
+    def exact_token_counts(self) -> bool:
+        """Whether `count_tokens` uses the model's own tokenizer (the embedded model) rather than
+        litellm's estimate (hosted models)."""
+        return self.is_local
+
+    def count_tokens(self, request: LMRequest | str) -> int:
+        """The prompt tokens of `request`: exact for the embedded model, litellm's count (or, failing that,
+        a characters/4 estimate) for hosted ones."""
+        if isinstance(request, str):
+            request = LMRequest(prompt=request)
+        return self._count_prompt_tokens(request)
 
     @property
     def usage(self) -> Usage:
@@ -558,6 +584,15 @@ class _LiteLLMBackend:
             messages = [dict(m) for m in request.messages]
             return int(litellm.token_counter(model=self._lm.model, messages=messages))
         return int(litellm.token_counter(model=self._lm.model, text=request.prompt))
+
+    def context_window(self) -> int | None:
+        """litellm's model map entry (max input tokens), or None for a model it does not know."""
+        try:
+            info = import_litellm().get_model_info(model=self._lm.model)
+        except Exception:  # noqa: BLE001 - unknown (e.g. self-hosted) model
+            return None
+        window = info.get("max_input_tokens") or info.get("max_tokens")
+        return int(window) if window else None
 
     def price(self, prompt_tokens: int, completion_tokens: int) -> float:
         if not self._cost_known:

@@ -22,11 +22,13 @@ class FakeLM:
 
     A responder returns text, or for a `choices` request a dict of choice → log-likelihood.
     `scoring=True` makes the fake claim choice scoring and grammar support, like the local model,
-    so the transcript adapter's scoring path can be tested.
+    so the transcript adapter's scoring path can be tested. `context_window` (tokens, counted as
+    whitespace-separated words) makes it a model with a bounded context, for code that sizes prompts.
     """
 
     def __init__(self, replies: Iterable[str] | None = None, *, responder: Responder | None = None,
-                 scoring: bool = False, default_adapter: str = "transcript", model: str = "fake/scripted") -> None:
+                 scoring: bool = False, default_adapter: str = "transcript", model: str = "fake/scripted",
+                 context_window: int | None = None) -> None:
         self._replies = list(replies or [])
         self._responder = responder
         self.model = model
@@ -35,6 +37,8 @@ class FakeLM:
         self.supports_grammar = scoring
         self.supports_response_schema = False
         self.default_adapter = default_adapter
+        self.context_window = context_window
+        self.exact_token_counts = True
         self.requests: list[LMRequest] = []
         self._lock = threading.Lock()
         self._usage = Usage()
@@ -65,6 +69,10 @@ class FakeLM:
         return Completion(text=text, model=self.model, usage=usage, choice_logprobs=logprobs, finish_reason="stop")
 
     complete = __call__
+
+    def count_tokens(self, request: LMRequest | str) -> int:
+        """Whitespace-separated words: the fake's tokens (as in its usage)."""
+        return len((request if isinstance(request, str) else request.text()).split())
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FakeLM:
         return self  # like the real LM: programs are copied, the model they call is shared

@@ -27,20 +27,6 @@ from honing.plugin_api import (
     to_dict,
 )
 
-#: Demos per predictor (bootstrapped + labelled) in every candidate of the searches (random search,
-#: Optuna). BootstrapFewShot keeps DSPy's 16 (the issue's signature); the searches, which score their
-#: candidates on a valset, default to more because for a small model the number of demos in the prompt
-#: is what matters most. Measured with SmolLM2-135M (calibrated choice scoring, the local model's default
-#: decoding) on two 10-intent Banking77 subsets (`bench.common.banking77_subset` seeds 0 and 1, 60
-#: training examples), as dev accuracy (80 examples; 100 for 8 demos) of a random sample of labelled demos:
-#:
-#:     demos per predictor      8      16      32      48
-#:     subset seed 0          0.55   0.675   0.775   0.775
-#:     subset seed 1            -    0.562   0.800   0.800
-#:
-#: 32 is where the gain stops (48 adds nothing and a third more prompt tokens per call); all 60 examples
-#: inline reached 0.745 on subset 0 (200 dev). With fewer training examples every usable one is used.
-SEARCH_MAX_LABELED_DEMOS = 32
 
 
 @attrs.frozen
@@ -54,8 +40,8 @@ class BootstrapSettings:
         training examples have passed).
     :param max_labeled_demos: demos per predictor in all; the slots bootstrapping leaves free hold
         labelled training examples that were not bootstrapped. The default teacher (the student) also
-        gets this many labelled demos. Small models want more (the searches default to
-        `SEARCH_MAX_LABELED_DEMOS` = 32, measured there).
+        gets this many labelled demos. Small models want more (the searches default to every demo
+        that fits the context).
     :param max_rounds: attempts per training example; later rounds ask for a fresh sample.
     :param max_errors: failed teacher runs tolerated; the next one raises TooManyErrors.
         None: ``hn.configure(max_errors=...)``, else no limit.

@@ -50,7 +50,13 @@ from honing.plugin_api import (
     with_driver,
 )
 
-from honing_bootstrap.random_search import CandidateBuilder, SearchSettings, candidate_specs
+from honing_bootstrap.random_search import (
+    CandidateBuilder,
+    DemoBudget,
+    SearchSettings,
+    candidate_specs,
+    demo_budget,
+)
 
 ZERO_SHOT = "zero_shot"
 
@@ -124,16 +130,19 @@ class BootstrapFewShotWithOptuna(Optimizer):
 
     # -- demo sets -------------------------------------------------------------------------------------
     def demo_sets(self, program: Module, trainset: list[Example], teacher: Module | None,
-                  run_log: RunLog | None) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], int, list[str]]:
+                  run_log: RunLog | None, budget: DemoBudget | None = None,
+                  ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], int, list[str]]:
         """Per predictor: set id → demos ("zero_shot" first, then each distinct non-empty set). Also the
-        number of errors the bootstrap passes counted, and what the user should be told about them."""
+        number of errors the bootstrap passes counted, and what the user should be told about them.
+        `budget`: how many demos a set may hold (default: `demo_budget` of the settings)."""
         s = self.settings
-        builder = CandidateBuilder(s, program, trainset, teacher, run_log)
+        budget = budget or demo_budget(s, program, trainset)
+        builder = CandidateBuilder(s, program, trainset, teacher, run_log, max_labeled=budget.max_labeled)
         names = [n for n, _ in program.named_predictors()]
         sets: dict[str, dict[str, list[dict[str, Any]]]] = {n: {ZERO_SHOT: []} for n in names}
         seen: dict[str, set[str]] = {n: set() for n in names}
         errors = 0
-        specs = candidate_specs(s.num_candidate_programs, s.max_bootstrapped_demos, s.seed, zero_shot=False)
+        specs = candidate_specs(s.num_candidate_programs, budget.max_bootstrapped, s.seed, zero_shot=False)
         bar = progress(len(specs), f"{self.name} demo sets", s.display_progress)
         try:
             for spec in specs:
@@ -212,7 +221,9 @@ class BootstrapFewShotWithOptuna(Optimizer):
             if stored is not None:
                 sets = stored
             else:
-                sets, bootstrap_errors, notes = self.demo_sets(program, run.trainset, run.teacher, run.log)
+                budget = demo_budget(self.settings, program, run.trainset)
+                budget.report(run)
+                sets, bootstrap_errors, notes = self.demo_sets(program, run.trainset, run.teacher, run.log, budget)
                 for note in notes:
                     run.note(note)
                 # the data first: stored demo sets are the mark of a finished set-up, and must never be

@@ -1,6 +1,7 @@
 """BootstrapFewShotWithRandomSearch: build many few-shot candidates, score each on the valset, keep the best.
 
-Candidates, in order: ``zero_shot`` (no demos), ``labeled`` (labelled demos only), ``bootstrap`` (a
+Candidates, in order: ``zero_shot`` (no demos), ``labeled`` (labelled demos only: by default every one
+that fits the context), ``bootstrap`` (a
 BootstrapFewShot pass over the trainset in its own order), then ``shuffle_0`` … ``shuffle_{N-1}``: a
 bootstrap pass over a seeded shuffle of the trainset with a random number of bootstrapped demos (1 …
 `max_bootstrapped_demos`) and its own labelled sample. The shuffle and the size come from independent
@@ -10,9 +11,12 @@ Each candidate is built and then scored on the valset, one after another, exampl
 (`honing.plugin_api.CandidateEvaluator`), so the embedded model reuses the candidate's demo
 prefix across examples; a hosted LM runs `num_threads` examples at a time.
 
-The defaults suit small models: every candidate carries `max_labeled_demos` demos in all (32 by
-default, not DSPy's 16), because for a small model the number of demos in the prompt is what matters
-most; see `honing_bootstrap.fewshot.SEARCH_MAX_LABELED_DEMOS` for the measurement.
+Candidates are sized by what the context holds, not by a fixed cap: by default each carries every usable
+labelled demo that fits its predictor's prompt (`fit_demos`, measured with the model's tokenizer), because
+for a small model the number of demos in the prompt matters most; an explicit `max_labeled_demos` is used
+as given, as in the reference. The winner is chosen by a paired comparison against the incumbent (the
+``labeled`` program), so a candidate that wins by a few lucky validation examples is not taken
+(`RandomSearchSettings` states the rule).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from honing.plugin_api import (
     CandidateEvaluator,
     CandidateResult,
     CompileRun,
+    DemoCount,
+    DemoFit,
     Example,
     Module,
     Optimizer,
@@ -39,10 +45,12 @@ from honing.plugin_api import (
     apply_state,
     build_demos,
     count,
+    fit_demos,
     fraction,
     labeled_demos,
     make_teacher,
     more_demos,
+    number,
     progress,
     sample_labeled,
     setting,
@@ -50,7 +58,7 @@ from honing.plugin_api import (
     track_usage,
 )
 
-from honing_bootstrap.fewshot import SEARCH_MAX_LABELED_DEMOS, BootstrapSettings
+from honing_bootstrap.fewshot import BootstrapSettings
 
 
 @attrs.frozen
@@ -107,8 +115,10 @@ class CandidateBuilder:
     """
 
     def __init__(self, settings: BootstrapSettings, program: Module, trainset: list[Example],
-                 teacher: Module | None, run_log: RunLog | None) -> None:
+                 teacher: Module | None, run_log: RunLog | None, *, max_labeled: DemoCount | None = None) -> None:
         self.settings = settings
+        #: labelled demos per candidate: what fits each predictor's context, or the setting as given
+        self.max_labeled = settings.max_labeled_demos if max_labeled is None else max_labeled
         self.program = program
         self.trainset = trainset
         self.teacher = teacher
@@ -119,7 +129,7 @@ class CandidateBuilder:
     def teacher_program(self) -> Module:
         if self._teacher_program is None:
             self._teacher_program = make_teacher(self.program, self.trainset, self.teacher,
-                                                 max_labeled_demos=self.settings.max_labeled_demos,
+                                                 max_labeled_demos=self.max_labeled,
                                                  seed=self.settings.seed)
         return self._teacher_program
 
@@ -128,12 +138,12 @@ class CandidateBuilder:
         if spec.kind == "zero_shot":
             return BuiltDemos({name: [] for name, _ in self.program.named_predictors()})
         if spec.kind == "labeled":
-            return BuiltDemos(sample_labeled(self.program, self.trainset, s.max_labeled_demos,
+            return BuiltDemos(sample_labeled(self.program, self.trainset, self.max_labeled,
                                              seed=spec.labeled_seed))
         order = shuffled_order(len(self.trainset), s.seed, spec.index) if spec.kind == "shuffle" else None
         built = build_demos(self.program, self.trainset, self.teacher_program(), s.metric, key=spec.key,
                             params=spec.params, max_bootstrapped_demos=spec.max_bootstrapped_demos,
-                            max_labeled_demos=s.max_labeled_demos, seed=spec.labeled_seed, order=order,
+                            max_labeled_demos=self.max_labeled, seed=spec.labeled_seed, order=order,
                             max_rounds=s.max_rounds, metric_threshold=s.metric_threshold,
                             max_errors=s.max_errors, teacher_settings=s.teacher_settings, run_log=self.run_log)
         note = shortfall_note(built, spec.max_bootstrapped_demos, len(self.trainset), f"{spec.key}: ")
@@ -144,11 +154,39 @@ class CandidateBuilder:
 
 
 @attrs.frozen
+class DemoBudget:
+    """The labelled demos per predictor and the bootstrap size a compile's candidates may use, and the
+    measurement behind them (None when `max_labeled_demos` was given)."""
+
+    max_labeled: DemoCount
+    max_bootstrapped: int
+    fit: DemoFit | None = None
+
+    def report(self, run: CompileRun) -> None:
+        """Say what did not fit (notes), and log the measurement."""
+        if self.fit is None:
+            return
+        for note in self.fit.notes():
+            run.note(note)
+        if run.log is not None:
+            run.log.event("demo_fit", **self.fit.to_json())
+
+
+def demo_budget(settings: SearchSettings, program: Module, trainset: list[Example]) -> DemoBudget:
+    """`max_labeled_demos` None: what fits each predictor's context (`fit_demos`); bootstrapped demos are
+    capped by it too, and none are bootstrapped when not one demo fits. A number is used as given."""
+    if settings.max_labeled_demos is not None:
+        return DemoBudget(settings.max_labeled_demos, settings.max_bootstrapped_demos)
+    fit = fit_demos(program, trainset)
+    return DemoBudget(fit.counts, min(settings.max_bootstrapped_demos, min(fit.counts.values(), default=0)), fit)
+
+
+@attrs.frozen
 class SearchSettings(BootstrapSettings):
     """What both searches of this package add to BootstrapFewShot's settings."""
 
     num_candidate_programs: int = setting(16, check=count(), kw_only=True)
-    max_labeled_demos: int = setting(SEARCH_MAX_LABELED_DEMOS, check=count(), kw_only=True)
+    max_labeled_demos: int | None = setting(None, check=count(optional=True), kw_only=True)
     num_threads: int | None = setting(None, check=count(minimum=1, optional=True), run_neutral=True,
                                       kw_only=True)
     display_progress: bool = setting(True, run_neutral=True, recorded=False, kw_only=True)
@@ -163,19 +201,30 @@ class RandomSearchSettings(SearchSettings):
         the unshuffled bootstrap.
     :param max_bootstrapped_demos: the largest bootstrap size of a candidate (shuffles draw 1 … this).
     :param max_labeled_demos: demos per predictor in every candidate; labelled examples fill the
-        slots bootstrapping leaves.
+        slots bootstrapping leaves. None (the default): every usable training example that fits the
+        predictor's prompt with room for the query and its answer, measured with the model's tokenizer
+        (`fit_demos`); a number: that many, as in the reference.
+    :param confidence_z: how clearly a candidate must beat the current best to replace it (see below).
     :param stop_at_score: stop as soon as a candidate scores at least this fraction (in [0, 1]).
     :param num_threads: examples scored at once (hosted LMs); None: ``hn.configure(num_threads=...)``.
     :param max_errors: failed examples tolerated per bootstrap pass and per candidate evaluation; the
         next raises TooManyErrors (carrying the best program so far as `partial`).
     :param display_progress: a progress bar over candidates, with one over examples inside it.
 
-    The other parameters are BootstrapFewShot's. Ties: candidates with the same score are broken in
-    favour of more demos, then the earlier one (DSPy keeps the earliest, which hands every exact tie to
-    the zero-shot program).
+    The other parameters are BootstrapFewShot's.
+
+    Selection (the rule, stated): the ``labeled`` candidate — every labelled demo that fits — is the
+    incumbent. Any other candidate replaces the current best only when it beats it clearly
+    on the same validation examples: its net gain in examples must reach `confidence_z` standard
+    deviations of the per-example differences (a paired sign test; the default 1.645 is the usual 95%
+    one-sided level, so +2 of 2 changed examples is noise and +3 of 3 is not). Ties and
+    wins within that noise keep the incumbent, the program with the most demos. ``confidence_z=0``: any
+    strict gain wins (on a tie the incumbent stays; DSPy keeps the earliest candidate, which hands every
+    exact tie to the zero-shot program).
     """
 
     stop_at_score: float | None = setting(None, check=fraction, kw_only=True)
+    confidence_z: float = setting(1.645, check=number(), kw_only=True)
 
 
 class BootstrapFewShotWithRandomSearch(Optimizer):
@@ -188,12 +237,14 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
     def optimize(self, program: Module, run: CompileRun) -> Module:
         s = self.settings
         devset = run.selection_set()
-        builder = CandidateBuilder(s, program, run.trainset, run.teacher, run.log)
+        budget = demo_budget(s, program, run.trainset)
+        budget.report(run)
+        builder = CandidateBuilder(s, program, run.trainset, run.teacher, run.log, max_labeled=budget.max_labeled)
         evaluator = CandidateEvaluator(devset, s.metric, num_threads=s.num_threads, max_errors=s.max_errors,
                                        display_progress=s.display_progress, run_log=run.log, event="candidate")
         finished = run.log.finished("candidate") if run.log is not None else {}
-        specs = candidate_specs(s.num_candidate_programs, s.max_bootstrapped_demos, s.seed)
-        state = SearchState(tie_break=more_demos)
+        specs = candidate_specs(s.num_candidate_programs, budget.max_bootstrapped, s.seed)
+        state = SearchState(tie_break=more_demos, confidence_z=s.confidence_z, incumbent="labeled")
         extras: dict[str, dict[str, Any]] = {}
         budget_limited = stopped = False
         bar = progress(len(specs), self.name, s.display_progress)

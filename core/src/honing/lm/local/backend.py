@@ -108,6 +108,10 @@ class LocalBackend:
         """A local model costs nothing."""
         return 0.0
 
+    def context_window(self) -> int | None:
+        """The engine's context size (the model is loaded to read it)."""
+        return self.engine.n_ctx
+
     def count_prompt_tokens(self, request: LMRequest) -> int:
         """The exact prompt length of `request` in the model's tokens (the chat template included)."""
         engine = self.engine

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -30,6 +30,13 @@ from honing.optimizers.kit.checks import effective_max_errors
 from honing.runs import RunLog
 
 Demos = dict[str, list[dict[str, Any]]]
+#: How many demos: one number for every predictor, or one per predictor name (e.g. what fits each context).
+DemoCount = int | Mapping[str, int]
+
+
+def count_for(k: DemoCount, name: str) -> int:
+    """`k` for the predictor `name` (a mapping without that name means 0)."""
+    return int(k.get(name, 0)) if isinstance(k, Mapping) else int(k)
 
 log = logging.getLogger("honing.optimizers")
 
@@ -53,17 +60,18 @@ def predictor_rng(seed: Any, name: str, purpose: str = "") -> random.Random:
     return random.Random(f"{seed}:{name}:{purpose}")
 
 
-def sample_labeled(program: Module, trainset: Sequence[Example], k: int, *, seed: Any = 0, sample: bool = True,
-                   exclude: Sequence[int] = ()) -> dict[str, list[dict[str, Any]]]:
+def sample_labeled(program: Module, trainset: Sequence[Example], k: DemoCount, *, seed: Any = 0,
+                   sample: bool = True, exclude: Sequence[int] = ()) -> dict[str, list[dict[str, Any]]]:
     """Up to `k` labelled demos per predictor, skipping trainset indices in `exclude`."""
     excluded = set(exclude)
     out = {}
     for name, predictor in program.named_predictors():
         pool = [d for d in labeled_demos(predictor, trainset) if d["_example"] not in excluded]
+        n = count_for(k, name)
         if sample:
-            out[name] = predictor_rng(seed, name, "labeled").sample(pool, min(k, len(pool)))
+            out[name] = predictor_rng(seed, name, "labeled").sample(pool, min(n, len(pool)))
         else:
-            out[name] = pool[:k]
+            out[name] = pool[:n]
     return out
 
 
@@ -139,7 +147,7 @@ def bootstrap_demos(teacher: Module, trainset: Sequence[Example], metric: Callab
 
 
 def make_teacher(program: Module, trainset: Sequence[Example], teacher: Module | None, *,
-                 max_labeled_demos: int, seed: Any) -> Module:
+                 max_labeled_demos: DemoCount, seed: Any) -> Module:
     """The program whose passing runs become demos.
 
     Default: a copy of the student with `max_labeled_demos` labelled demos per predictor. A given
@@ -150,7 +158,7 @@ def make_teacher(program: Module, trainset: Sequence[Example], teacher: Module |
     if teacher is None:
         for predictor in result.predictors():
             predictor.demos = []
-    if max_labeled_demos > 0:
+    if any(count_for(max_labeled_demos, name) > 0 for name, _ in result.named_predictors()):
         labelled = sample_labeled(result, trainset, max_labeled_demos, seed=f"{seed}:teacher")
         for name, predictor in result.named_predictors():
             if not predictor.demos:
@@ -159,7 +167,7 @@ def make_teacher(program: Module, trainset: Sequence[Example], teacher: Module |
 
 
 def assemble(program: Module, trainset: Sequence[Example], boot: Bootstrap | None, *, max_bootstrapped_demos: int,
-             max_labeled_demos: int, seed: Any) -> Demos:
+             max_labeled_demos: DemoCount, seed: Any) -> Demos:
     """Each predictor's bootstrapped demos (at most `max_bootstrapped_demos`), then labelled examples up
     to `max_labeled_demos` in all (`boot` None: labelled examples only).
 
@@ -170,7 +178,7 @@ def assemble(program: Module, trainset: Sequence[Example], boot: Bootstrap | Non
     out: Demos = {}
     for name, _ in program.named_predictors():
         booted = [dict(d) for d in (boot.demos.get(name, []) if boot else [])][:max_bootstrapped_demos]
-        n_labeled = max(0, max_labeled_demos - len(booted))
+        n_labeled = max(0, count_for(max_labeled_demos, name) - len(booted))
         out[name] = [*booted, *fill[name][:n_labeled]]
     return out
 
@@ -233,7 +241,7 @@ class BuiltDemos:
 
 
 def build_demos(program: Module, trainset: Sequence[Example], teacher: Module, metric: Callable[..., Any] | None,
-                *, key: str, params: dict[str, Any], max_bootstrapped_demos: int, max_labeled_demos: int,
+                *, key: str, params: dict[str, Any], max_bootstrapped_demos: int, max_labeled_demos: DemoCount,
                 seed: Any, order: Sequence[int] | None = None, max_rounds: int = 1,
                 metric_threshold: float | None = None, max_errors: int | None = None,
                 teacher_settings: dict[str, Any] | None = None, run_log: RunLog | None = None) -> BuiltDemos:

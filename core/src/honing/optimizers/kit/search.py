@@ -75,22 +75,49 @@ class CandidateResult:
 class SearchState:
     """The candidates scored so far and the best one.
 
-    On an exact tie the candidate with the larger `tie_break(result)` wins (e.g. more demos); without a
-    `tie_break`, or when that ties too, the earlier candidate is kept.
+    Without `confidence_z` the best is the highest score; on an exact tie the candidate with the larger
+    `tie_break(result)` wins (e.g. more demos), and when that ties too the earlier one is kept.
+
+    With `confidence_z` the incumbent is the candidate keyed `incumbent` (else the first scored): the one
+    that should win when nothing is clearly better, e.g. the program with every demo that fits. Every
+    other candidate, in the order scored, takes the current best's place only when it *clearly* beats it
+    on the same examples: its net gain must reach `confidence_z` standard deviations of the per-example
+    differences (`clear_gain`, a paired sign test for 0/1 scores). Ties and wins within the noise of a
+    small valset keep the incumbent.
     """
 
-    def __init__(self, tie_break: Callable[[CandidateResult], Any] | None = None) -> None:
+    def __init__(self, tie_break: Callable[[CandidateResult], Any] | None = None, *,
+                 confidence_z: float | None = None, incumbent: str | None = None) -> None:
         self.results: list[CandidateResult] = []
-        self.best: CandidateResult | None = None
         self.tie_break = tie_break
+        self.confidence_z = confidence_z
+        self.incumbent = incumbent
 
     def add(self, result: CandidateResult) -> None:
         self.results.append(result)
-        best = self.best
-        wins_tie = (best is not None and result.score == best.score and self.tie_break is not None
-                    and self.tie_break(result) > self.tie_break(best))
-        if best is None or result.score > best.score or wins_tie:
-            self.best = result
+
+    @property
+    def best(self) -> CandidateResult | None:
+        if not self.results:
+            return None
+        if self.confidence_z is None:
+            best = self.results[0]
+            for result in self.results[1:]:
+                if result.score > best.score or (result.score == best.score and self.tie_break is not None
+                                                 and self.tie_break(result) > self.tie_break(best)):
+                    best = result
+            return best
+        best = next((r for r in self.results if r.key == self.incumbent), self.results[0])
+        for result in self.results:
+            if result is not best and self._clearly_better(result, best):
+                best = result
+        return best
+
+    def _clearly_better(self, result: CandidateResult, best: CandidateResult) -> bool:
+        assert self.confidence_z is not None
+        if len(result.example_scores) == len(best.example_scores) > 0:
+            return clear_gain(result.example_scores, best.example_scores, self.confidence_z)
+        return result.score > best.score  # e.g. a result from an old log without per-example scores
 
     @property
     def errors(self) -> int:
